@@ -1,0 +1,120 @@
+"""Input checks at the public API edge: every error says what is wrong and where, in the API's words.
+
+Checks run before any state changes, so a rejected call leaves the model as it was. They accept
+NumPy-compatible input and CuPy arrays; a CuPy array stays on the device when the backend is CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def array_module(x: Any) -> Any:
+    """cupy for a CuPy array, numpy for anything else."""
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A backend array (NumPy or CuPy) as a NumPy array; NumPy input is returned as it is."""
+    if array_module(x) is not np:
+        return x.get()
+    return np.asarray(x)
+
+
+def _first_bad(mask: Any) -> tuple[int, ...]:
+    """Index of the first True entry of a boolean array (row-major order)."""
+    flat = int(to_numpy(mask.ravel().argmax()))
+    return tuple(int(i) for i in np.unravel_index(flat, mask.shape))
+
+
+def _numeric(x: Any, name: str) -> Any:
+    xp = array_module(x)
+    if xp is np:
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    if x.dtype.kind not in "biuf":
+        if x.dtype.kind in "OUS" and xp is np:
+            try:
+                return x.astype(np.float64)
+            except (TypeError, ValueError):
+                pass
+        raise TypeError(f"{name} must be numeric; got an array of dtype {x.dtype}")
+    return x
+
+
+def _check_finite(x: Any, name: str) -> None:
+    xp = array_module(x)
+    if x.dtype.kind != "f":
+        return
+    finite = xp.isfinite(x)
+    if not bool(finite.all()):
+        where = _first_bad(~finite)
+        value = float(to_numpy(x[where]))
+        what = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+        raise ValueError(f"{name}[{', '.join(map(str, where))}] is {what}; {name} must be finite")
+
+
+def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str = "X") -> Any:
+    """X as a C-contiguous (n, n_features) array of ``dtype`` in ``xp``, or a clear error."""
+    X = _numeric(X, name)
+    if X.ndim != 2:
+        hint = ""
+        if X.ndim == 1:
+            hint = (
+                f" Use {name}.reshape(-1, 1) if it holds one feature, or {name}.reshape(1, -1) if it "
+                "holds one sample."
+            )
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features); got {X.ndim}-D with shape {tuple(X.shape)}.{hint}"
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {tuple(X.shape)})")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features (columns) but the network expects {n_features} "
+            "(layer_sizes[0])"
+        )
+    _check_finite(X, name)
+    if xp is np and array_module(X) is not np:
+        X = to_numpy(X)
+    return xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
+
+
+def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: Any, name: str = "t") -> Any:
+    """t as a C-contiguous (n, n_outputs) array of ``dtype`` in ``xp`` holding only 0 and 1."""
+    t = _numeric(t, name)
+    if t.ndim == 1 and n_outputs == 1:
+        t = t.reshape(-1, 1)
+    if t.ndim != 2 or t.shape[1] != n_outputs:
+        expect = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
+        raise ValueError(
+            f"{name} must have shape {expect} for a network with {n_outputs} output(s); "
+            f"got shape {tuple(t.shape)}"
+        )
+    if t.shape[0] != n_samples:
+        raise ValueError(f"{name} has {t.shape[0]} rows but X has {n_samples}; they must match")
+    _check_finite(t, name)
+    txp = array_module(t)
+    binary = (t == 0) | (t == 1)
+    if not bool(binary.all()):
+        where = _first_bad(~binary)
+        raise ValueError(
+            f"{name}[{', '.join(map(str, where))}] = {to_numpy(t[where]).item()!r}; labels must be 0 or 1"
+        )
+    if xp is np and txp is not np:
+        t = to_numpy(t)
+    return xp.ascontiguousarray(xp.asarray(t), dtype=dtype)
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")

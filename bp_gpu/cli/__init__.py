@@ -1,0 +1,52 @@
+"""The ``bp-gpu`` command: one module per subcommand, each with ``register(subparsers)``.
+
+A subcommand's ``run(args) -> int`` raises ordinary exceptions for bad input; ``main`` turns them
+into one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+# Subcommand modules in the order ``--help`` lists them.
+COMMANDS = ["info"]
+
+
+class CLIError(Exception):
+    """A user-facing error of a subcommand; its message is printed as it is."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bp-gpu",
+        description="Train sigmoid MLPs by backpropagation on NVIDIA GPUs or any CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"bp-gpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("bp-gpu: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

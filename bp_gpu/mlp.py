@@ -1,0 +1,175 @@
+"""``bp_gpu.MLP``: a sigmoid multilayer perceptron, its loss and its gradient, on any backend."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _validate as V
+from .backends import make_engine, resolve_backend
+
+DTYPES = ("float32", "float64")
+
+
+def _check_layer_sizes(layer_sizes: Any) -> tuple[int, ...]:
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(f"layer_sizes must be a sequence of ints [N_0, ..., N_L]; got {layer_sizes!r}")
+    sizes = []
+    for k, n in enumerate(layer_sizes):
+        try:
+            n_int = operator.index(n)
+        except TypeError:
+            raise TypeError(f"layer_sizes[{k}] must be an int; got {n!r}") from None
+        if n_int < 1:
+            raise ValueError(f"layer_sizes[{k}] must be >= 1; got {n_int}")
+        sizes.append(int(n_int))
+    if len(sizes) < 2:
+        raise ValueError(
+            f"layer_sizes needs at least 2 entries (inputs and outputs); got {list(layer_sizes)!r}"
+        )
+    return tuple(sizes)
+
+
+def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Initial weights, drawn on the host so every backend starts from the same numbers.
+
+    W ~ U(-r, r) with r = sqrt(2 / (fan_in + fan_out)), the Glorot bound scikit-learn uses for
+    logistic units; biases start at 0.
+    """
+    rng = np.random.default_rng(seed)
+    weights = []
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        r = np.sqrt(2.0 / (fan_in + fan_out))
+        W = rng.uniform(-r, r, size=(fan_out, fan_in)).astype(dtype)
+        weights.append((W, np.zeros(fan_out, dtype=dtype)))
+    return weights
+
+
+class MLP:
+    """A sigmoid MLP ``[N_0, N_1, ..., N_L]``: every unit, the outputs included, is sigmoid.
+
+    Parameters
+    ----------
+    layer_sizes:
+        ``[N_0, ..., N_L]``: inputs, hidden widths, and ``N_L >= 1`` sigmoid outputs.
+    positive_class:
+        The output ``y = sigma(a_out)`` models ``p(t = positive_class | x)``. ``0`` is the notes'
+        convention (``L = -(1-t) log y - t log(1-y)``, ``delta_out = sigma(a_out) - (1-t)``); ``1``
+        (default) the usual one (``L = -t log y - (1-t) log(1-y)``, ``delta_out = sigma(a_out) - t``).
+    dtype:
+        ``"float32"`` or ``"float64"``: parameters, activations and gradients.
+    backend:
+        ``"auto"`` (best usable), ``"cpu"`` or ``"cuda"``; ``"cuda"`` raises
+        ``BackendUnavailableError`` with the reason when it cannot run here.
+    seed:
+        Seed (or ``numpy.random.Generator``) for the initial weights, drawn with NumPy on the host:
+        the same seed gives the same weights on every backend.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        *,
+        positive_class: int = 1,
+        dtype: str = "float32",
+        backend: str = "auto",
+        seed: Any = None,
+    ) -> None:
+        sizes = _check_layer_sizes(layer_sizes)
+        if isinstance(positive_class, bool) or positive_class not in (0, 1):
+            raise ValueError(f"positive_class must be 0 or 1; got {positive_class!r}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt.name not in DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+        self.layer_sizes: tuple[int, ...] = sizes
+        self.positive_class: int = int(positive_class)
+        self.dtype: np.dtype = dt
+        self.backend: str = resolve_backend(backend)
+        self._engine = make_engine(self.backend, sizes, self.dtype)
+        self._write_weights(glorot_weights(sizes, seed, self.dtype))
+
+    # -- parameters ---------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """Number of trainable parameters (weights and biases)."""
+        return self._engine.n_params
+
+    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """NumPy copies of ``(W, b)`` per layer: ``W[i, j] = w_ij^(l)`` of shape ``(N_l, N_{l-1})``,
+        ``b[i] = w_i0^(l)`` of shape ``(N_l,)``."""
+        return [(V.to_numpy(W).copy(), V.to_numpy(b).copy()) for W, b in self._engine.layers]
+
+    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+        """Replace every ``(W, b)``; all are checked first, so a rejected call changes nothing."""
+        if not hasattr(weights, "__len__") or len(weights) != len(self._engine.shapes):
+            n = len(weights) if hasattr(weights, "__len__") else "a non-sequence"
+            raise ValueError(f"weights must be a list of {len(self._engine.shapes)} (W, b) pairs; got {n}")
+        checked = []
+        for l, (pair, (o, i)) in enumerate(zip(weights, self._engine.shapes)):
+            if not hasattr(pair, "__len__") or len(pair) != 2:
+                raise ValueError(f"weights[{l}] must be a (W, b) pair")
+            W = V._numeric(V.to_numpy(pair[0]), f"weights[{l}][0] (W)")
+            b = V._numeric(V.to_numpy(pair[1]), f"weights[{l}][1] (b)")
+            if W.shape != (o, i):
+                raise ValueError(f"weights[{l}][0] (W) must have shape {(o, i)} (N_{l + 1}, N_{l}); got {W.shape}")
+            if b.shape != (o,):
+                raise ValueError(f"weights[{l}][1] (b) must have shape {(o,)}; got {b.shape}")
+            V._check_finite(W, f"weights[{l}][0]")
+            V._check_finite(b, f"weights[{l}][1]")
+            checked.append((W, b))
+        self._write_weights(checked)
+
+    def _write_weights(self, weights: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        xp = self._engine.xp
+        for (W_dst, b_dst), (W, b) in zip(self._engine.layers, weights):
+            W_dst[...] = xp.asarray(np.asarray(W, dtype=self.dtype))
+            b_dst[...] = xp.asarray(np.asarray(b, dtype=self.dtype))
+
+    # -- computations ----------------------------------------------------------------------------
+    def _inputs(self, X: Any, t: Any = None) -> tuple[Any, Any]:
+        xp = self._engine.xp
+        Xc = V.check_features(X, self.layer_sizes[0], self.dtype, xp)
+        tc = None if t is None else V.check_targets(t, Xc.shape[0], self.layer_sizes[-1], self.dtype, xp)
+        return Xc, tc
+
+    def predict_proba(self, X: Any) -> Any:
+        """``y = sigma(a_out)`` of shape ``(n, N_L)``: ``p(t = positive_class | x)`` per output.
+
+        Returns a CuPy array for CuPy input on the CUDA backend, else a NumPy array.
+        """
+        Xc, _ = self._inputs(X)
+        y = self._engine.predict_proba(Xc)
+        return y if V.array_module(X) is not np and self.backend == "cuda" else V.to_numpy(y)
+
+    def loss(self, X: Any, t: Any, reduction: str = "mean") -> float:
+        """The loss summed over output units, then averaged (``"mean"``) or summed over samples."""
+        V.check_reduction(reduction)
+        Xc, tc = self._inputs(X, t)
+        scale = 1.0 / Xc.shape[0] if reduction == "mean" else 1.0
+        return float(V.to_numpy(self._engine.loss(Xc, tc, self.positive_class, scale))[0])
+
+    def loss_and_grad(
+        self, X: Any, t: Any, reduction: str = "mean"
+    ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """``(loss, [(dW, db), ...])``: the loss of :meth:`loss` and its gradient, as NumPy copies.
+
+        ``dW[i, j] = sum_n delta_i z_j`` and ``db[i] = sum_n delta_i`` (the notes' step 4), times
+        1/n for ``"mean"``.
+        """
+        V.check_reduction(reduction)
+        Xc, tc = self._inputs(X, t)
+        scale = 1.0 / Xc.shape[0] if reduction == "mean" else 1.0
+        loss = float(V.to_numpy(self._engine.loss_and_grad(Xc, tc, self.positive_class, scale))[0])
+        grads = [(V.to_numpy(dW).copy(), V.to_numpy(db).copy()) for dW, db in self._engine.grad_layers]
+        return loss, grads
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP({list(self.layer_sizes)}, positive_class={self.positive_class}, "
+            f"dtype='{self.dtype.name}', backend='{self.backend}')"
+        )

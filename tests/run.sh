@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Everything that runs without a GPU, as CI runs it: the unit and kernel-compile tests, then the
+# CUDA backend in Numba's simulator (a process of its own: the simulator must be switched on
+# before numba.cuda is imported, and it replaces the real CUDA target for the whole process).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pytest -q "$@"
+NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/sim "$@"
