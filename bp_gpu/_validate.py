@@ -92,9 +92,7 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
 def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: Any, name: str = "t") -> Any:
     """t as a C-contiguous (n, n_outputs) array of ``dtype`` in ``xp`` holding only 0 and 1."""
     t = _numeric(t, name)
-    if t.ndim == 1 and n_outputs == 1:
-        t = t.reshape(-1, 1)
-    if t.ndim != 2 or t.shape[1] != n_outputs:
+    if not (t.ndim == 2 and t.shape[1] == n_outputs) and not (t.ndim == 1 and n_outputs == 1):
         expect = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
         raise ValueError(
             f"{name} must have shape {expect} for a network with {n_outputs} output(s); "
@@ -110,6 +108,7 @@ def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: A
         raise ValueError(
             f"{name}[{', '.join(map(str, where))}] = {to_numpy(t[where]).item()!r}; labels must be 0 or 1"
         )
+    t = t.reshape(-1, n_outputs)
     if xp is np and txp is not np:
         t = to_numpy(t)
     return xp.ascontiguousarray(xp.asarray(t), dtype=dtype)

@@ -1,0 +1,7 @@
+"""``python -m bp_gpu.cli`` is ``bp-gpu``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
