@@ -229,3 +229,23 @@ def test_to_numpy_and_repr():
     x = np.arange(3.0)
     assert bp_gpu.to_numpy(x) is x
     assert repr(bp_gpu.MLP([2, 3, 1], backend="cpu")) == "MLP([2, 3, 1], positive_class=1, dtype='float32', backend='cpu')"
+
+
+@pytest.mark.parametrize("sizes,n,pc,reduction", [([3, 4, 2], 5, 0, "mean"), ([2, 3, 3, 1], 8, 1, "sum")])
+def test_public_gradient_matches_central_differences_of_public_loss(sizes, n, pc, reduction):
+    net, X, t = problem(sizes, n, positive_class=pc)
+    _, grads = net.loss_and_grad(X, t, reduction)
+    weights = net.get_weights()
+    h = 1e-6
+    for l, (W, b) in enumerate(weights):
+        for k, P in enumerate((W, b)):
+            for idx in np.ndindex(P.shape):
+                old = P[idx]
+                P[idx] = old + h
+                net.set_weights(weights)
+                up = net.loss(X, t, reduction)
+                P[idx] = old - h
+                net.set_weights(weights)
+                down = net.loss(X, t, reduction)
+                P[idx] = old
+                assert grads[l][k][idx] == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=1e-9)
