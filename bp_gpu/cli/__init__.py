@@ -13,7 +13,7 @@ import sys
 from .. import __version__
 
 # Subcommand modules in the order ``--help`` lists them.
-COMMANDS = ["info"]
+COMMANDS = ["info", "kernels"]
 
 
 class CLIError(Exception):
