@@ -9,4 +9,19 @@ from .mlp import MLP
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "BackendUnavailableError", "available_backends", "to_numpy", "__version__"]
+__all__ = ["MLP", "MLPClassifier", "BackendUnavailableError", "available_backends", "load", "to_numpy",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # The classifier imports scikit-learn when it is installed: load it on first use so that
+    # `import bp_gpu` and `bp-gpu info` stay fast.
+    if name == "MLPClassifier":
+        from .classifier import MLPClassifier
+
+        return MLPClassifier
+    if name == "load":
+        from .persistence import load
+
+        return load
+    raise AttributeError(f"module 'bp_gpu' has no attribute {name!r}")

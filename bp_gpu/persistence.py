@@ -1,0 +1,233 @@
+"""Saving and loading a fitted ``MLPClassifier``: a plain ``.npz`` file, never a pickle.
+
+Format (version 1). An uncompressed NumPy ``.npz`` (a zip of ``.npy`` arrays, each with a CRC-32),
+read with ``allow_pickle=False`` so loading a file cannot run code:
+
+=================  =====================  ==========================================================
+key                dtype, shape           content
+=================  =====================  ==========================================================
+``format``         str, ()                ``"bp_gpu.MLPClassifier"`` (what the file is)
+``format_version`` int64, ()              ``1``; a reader refuses versions it does not know
+``meta``           str, ()                JSON: see below
+``classes``        any non-object, (K,)   ``classes_`` (strings are stored as fixed-width unicode)
+``W_l``            dtype, (N_l, N_{l-1})  weights of layer l = 1..L: ``W[i, j] = w_ij^(l)``
+``b_l``            dtype, (N_l,)          biases of layer l: ``b[i] = w_i0^(l)``
+``optimizer_m``    dtype, (P,) or (0,)    momentum / Adam first moment, flat in the engine's layout
+``optimizer_v``    dtype, (P,) or (0,)    Adam second moment
+=================  =====================  ==========================================================
+
+``meta`` holds: ``layer_sizes`` [N_0, ..., N_L]; ``positive_class`` (the convention: each output is
+``p(t = positive_class | x)``); ``dtype``; ``label_kind`` (binary / multiclass / multilabel);
+``hyperparameters`` (``get_params()``); ``optimizer`` (kind, step count, learning rate, momentum,
+weight decay); ``train_state`` (epochs done, loss curve, validation scores, early-stopping counters
+and the shuffle generator's PCG64 state, so training resumes exactly); ``early_stopping_fit``;
+``bp_gpu_version``. The flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
+with each ``W_l`` row-major, P the number of parameters.
+
+Files are written to a temporary file in the target directory and renamed over the target
+(``os.replace``), so a crash never leaves a half-written model under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "bp_gpu.MLPClassifier"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file is not a bp_gpu model this version can read; the message says what is wrong."""
+
+
+def _classes_array(classes: np.ndarray) -> np.ndarray:
+    classes = np.asarray(classes)
+    if classes.dtype.kind == "O":
+        if all(isinstance(c, str) for c in classes):
+            return classes.astype(str)
+        raise ValueError(
+            f"classes_ {list(classes)!r} mix Python types; only numeric or all-string labels can be "
+            "saved without pickle"
+        )
+    if classes.dtype.kind == "V":
+        raise ValueError(f"classes_ of dtype {classes.dtype} cannot be saved")
+    return classes
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.dtype):
+        return x.name
+    raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
+
+
+def save(clf: Any, path: Any) -> None:
+    """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
+    from . import __version__
+
+    clf._check_fitted()
+    net, opt = clf.net_, clf._optimizer
+    hyper = clf.get_params()
+    h = hyper["hidden_layer_sizes"]
+    hyper["hidden_layer_sizes"] = [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
+    meta = {
+        "bp_gpu_version": __version__,
+        "layer_sizes": list(net.layer_sizes),
+        "positive_class": net.positive_class,
+        "dtype": net.dtype.name,
+        "label_kind": clf._label_kind,
+        "hyperparameters": hyper,
+        "optimizer": {
+            "kind": opt.kind,
+            "step_count": opt.step_count,
+            "learning_rate": opt.learning_rate,
+            "momentum": opt.momentum,
+            "weight_decay": opt.weight_decay,
+        },
+        "train_state": clf._state.to_dict(),
+        "early_stopping_fit": hasattr(clf, "validation_scores_"),
+    }
+    m, v = opt.state_arrays()
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(FORMAT_NAME),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "meta": np.array(json.dumps(meta, default=_json_default)),
+        "classes": _classes_array(clf.classes_),
+        "optimizer_m": m,
+        "optimizer_v": v,
+    }
+    for l, (W, b) in enumerate(net.get_weights(), start=1):
+        arrays[f"W_{l}"], arrays[f"b_{l}"] = W, b
+
+    path = os.fspath(path)
+    target_dir = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=target_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get.
+        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz, read (and CRC-checked) now; errors become ModelFileError."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ModelFileError(f"{path}: not a bp_gpu model file (a single .npy array, not an .npz)")
+            return {k: f[k] for k in f.files}
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFileError(f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})") from None
+    except ValueError as exc:  # pickled or non-NumPy content
+        raise ModelFileError(f"{path}: not a bp_gpu model file ({exc})") from None
+    except OSError as exc:
+        if isinstance(exc, (PermissionError, IsADirectoryError)):
+            raise
+        raise ModelFileError(f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})") from None
+
+
+def load(path: Any, backend: str | None = None) -> Any:
+    """Read a model written by ``MLPClassifier.save``; every part is validated.
+
+    ``backend`` overrides the saved ``backend`` hyperparameter (e.g. ``"cpu"`` to load a model
+    trained on a GPU on a machine without one). Raises ``ModelFileError`` naming what is wrong.
+    """
+    from .classifier import BINARY, MULTICLASS, MULTILABEL, MLPClassifier
+    from .mlp import MLP
+    from .optim import Optimizer
+    from .train import TrainState
+
+    path = os.fspath(path)
+    arrays = _read(path)
+
+    def need(key: str) -> np.ndarray:
+        if key not in arrays:
+            raise ModelFileError(f"{path}: not a complete bp_gpu model file: the array {key!r} is missing")
+        return arrays[key]
+
+    fmt = need("format")
+    if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
+        raise ModelFileError(f"{path}: not a bp_gpu model file (format {fmt!r}, expected {FORMAT_NAME!r})")
+    version = need("format_version")
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise ModelFileError(f"{path}: format_version must be an integer scalar; got {version!r}")
+    if int(version) != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {int(version)} is not supported: this bp_gpu "
+                             f"reads version {FORMAT_VERSION}" + (" (the file is newer: upgrade bp_gpu)"
+                                                                  if int(version) > FORMAT_VERSION else ""))
+    try:
+        meta = json.loads(str(need("meta")))
+        sizes = [int(n) for n in meta["layer_sizes"]]
+        positive_class = int(meta["positive_class"])
+        dtype = np.dtype(meta["dtype"])
+        kind = meta["label_kind"]
+        hyper = dict(meta["hyperparameters"])
+        o = meta["optimizer"]
+        opt_kind, step_count = o["kind"], int(o["step_count"])
+        lr, mom, wd = float(o["learning_rate"]), float(o["momentum"]), float(o["weight_decay"])
+        state = TrainState.from_dict(meta["train_state"])
+        early = bool(meta["early_stopping_fit"])
+    except ModelFileError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the 'meta' record is malformed ({type(exc).__name__}: {exc})") from None
+    if kind not in (BINARY, MULTICLASS, MULTILABEL):
+        raise ModelFileError(f"{path}: label_kind {kind!r} is not one of binary, multiclass, multilabel")
+
+    known = set(MLPClassifier()._get_param_names())
+    if set(hyper) != known:
+        raise ModelFileError(f"{path}: hyperparameters {sorted(set(hyper) ^ known)} are unknown or missing")
+    if isinstance(hyper["hidden_layer_sizes"], list):
+        hyper["hidden_layer_sizes"] = tuple(hyper["hidden_layer_sizes"])
+    if backend is not None:
+        hyper["backend"] = backend
+    clf = MLPClassifier(**hyper)
+    try:
+        clf._checked_params()
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes {sizes} needs at least 2 entries")
+        net = MLP(sizes, positive_class=positive_class, dtype=dtype, backend=clf.backend, seed=0)
+        weights = [(need(f"W_{l}"), need(f"b_{l}")) for l in range(1, len(sizes))]
+        for (W, b), name in zip(weights, range(1, len(sizes))):
+            if W.dtype != dtype or b.dtype != dtype:
+                raise ValueError(f"W_{name}/b_{name} have dtype {W.dtype}/{b.dtype}, the file says {dtype}")
+        net.set_weights(weights)
+        opt = Optimizer(net._engine, opt_kind, lr, mom, wd)
+        opt.load_state(need("optimizer_m"), need("optimizer_v"), step_count)
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+    classes = need("classes")
+    n_out = sizes[-1]
+    expect = {BINARY: 2, MULTICLASS: n_out, MULTILABEL: n_out}[kind]
+    if classes.ndim != 1 or len(classes) != expect or (kind == BINARY and n_out != 1):
+        raise ModelFileError(f"{path}: classes has shape {classes.shape} but a {kind} model with "
+                             f"{n_out} output(s) needs ({expect},)")
+    if kind == MULTICLASS and n_out < 3:
+        raise ModelFileError(f"{path}: a multiclass model needs at least 3 outputs; it has {n_out}")
+    if state.n_iter != len(state.loss_curve):
+        raise ModelFileError(f"{path}: train_state has n_iter={state.n_iter} but "
+                             f"{len(state.loss_curve)} loss values")
+    clf._commit(net, opt, state, kind, classes, early=early)
+    return clf
