@@ -89,6 +89,8 @@ def stream() -> Any:
     import cupy
 
     ptr = cupy.cuda.get_current_stream().ptr
+    if ptr == 0:  # CuPy's null stream is the legacy default stream, which is Numba's stream 0
+        return 0
     s = _streams.get(ptr)
     if s is None:
         s = _streams[ptr] = cuda.external_stream(ptr)

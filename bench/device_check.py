@@ -1,0 +1,404 @@
+"""One prepared check of the CUDA backend on a lent GPU (H100/H200): correctness, then speed.
+
+Run it as ``bash bench/device_check.sh`` (installs the package offline, then runs this) or
+``python3 bench/device_check.py`` when bp_gpu is already installed. Finishes in a few minutes:
+
+1. the ``gpu``-marked tests (``tests/test_gpu.py``), in a subprocess;
+2. ``backend="cuda"`` vs ``backend="cpu"`` on random problems (float64 and float32);
+3. step hygiene: no host synchronization inside a training step (the step is enqueued behind a
+   ~50 ms sleeping kernel and must return before it ends), and device allocations per step;
+4. each fused kernel timed with CuPy events (warm-up, median) at the benchmark shapes, as GB/s of
+   the bytes it must move and as a fraction of the card's measured device-to-device copy bandwidth;
+5. a full training step (forward + backward + SGD update, float32, mean loss) on
+   W2 = [256, 1024, 1024, 1] batch 4096 and W3 = [128, 512, 512, 1] batch 65536: ours, the same
+   engine with plain CuPy element-wise ops instead of our kernels, and PyTorch eager; device time
+   per step and host time to enqueue one.
+
+Prints one table; writes ``device_check.json`` under ``$OUT`` when that is set. Without a usable
+device it says why, skips every GPU part and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = {"W2": ([256, 1024, 1024, 1], 4096), "W3": ([128, 512, 512, 1], 65536)}
+LR = 0.1
+RESULTS: dict[str, Any] = {"sections": {}}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def section(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one part; a failure is recorded and printed, and the other parts still run."""
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+        RESULTS["sections"][name] = {"ok": True, "seconds": round(time.perf_counter() - t0, 1)}
+        return out
+    except Exception as exc:  # report and go on: one broken part must not hide the others
+        RESULTS["sections"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
+        return None
+
+
+# -- timing helpers -------------------------------------------------------------------------
+def time_device(fn: Callable[[], None], reps: int = 20, inner: int = 5, warmup: int = 3) -> float:
+    """Median device time of fn in microseconds: CuPy events around ``inner`` calls, ``reps`` times."""
+    import cupy
+
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.get_current_stream().synchronize()
+    times = []
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    for _ in range(reps):
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) * 1e3 / inner)
+    return statistics.median(times)
+
+
+def time_host(fn: Callable[[], None], reps: int = 50) -> float:
+    """Median host time in microseconds to enqueue one call (the device may still be busy)."""
+    import cupy
+
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+        cupy.cuda.get_current_stream().synchronize()
+    return statistics.median(times)
+
+
+# -- parts ------------------------------------------------------------------------------------
+def run_gpu_tests() -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    log("\n".join(tail))
+    if proc.returncode != 0:
+        raise RuntimeError(f"gpu tests failed (exit {proc.returncode}): {tail[-1] if tail else ''}")
+    return {"summary": tail[-1] if tail else ""}
+
+
+def cuda_vs_cpu() -> list[dict]:
+    import cupy
+
+    from bp_gpu import MLP
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for sizes, n, dtype in [([30, 200, 1], 5000, "float64"), ([64, 257, 129, 3], 20001, "float64"),
+                            ([256, 1024, 1024, 1], 4096, "float32")]:
+        for pc in (0, 1):
+            kw = dict(dtype=dtype, positive_class=pc, seed=int(rng.integers(1 << 30)))
+            gpu, cpu = MLP(sizes, backend="cuda", **kw), MLP(sizes, backend="cpu", **kw)
+            X = rng.standard_normal((n, sizes[0]))
+            t = (rng.random((n, sizes[-1])) < 0.5).astype(float)
+            l1, g1 = gpu.loss_and_grad(cupy.asarray(X), cupy.asarray(t))
+            l0, g0 = cpu.loss_and_grad(X, t)
+            err = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+                      for p, q in zip(g1, g0) for a, b in zip(p, q))
+            row = {"sizes": sizes, "batch": n, "dtype": dtype, "positive_class": pc,
+                   "loss_rel_err": abs(l1 - l0) / abs(l0), "grad_max_rel_err": err}
+            rows.append(row)
+            log(f"  cuda vs cpu {sizes} n={n} {dtype} pc={pc}: loss rel err {row['loss_rel_err']:.1e}, "
+                f"grad max rel err {err:.1e}")
+            limit = 1e-9 if dtype == "float64" else 1e-3
+            if row["loss_rel_err"] > limit or err > limit:
+                raise AssertionError(f"cuda and cpu disagree beyond {limit} on {sizes} ({dtype})")
+    return rows
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth in GB/s (bytes read + written), 512 MiB buffers."""
+    import cupy
+
+    n = 512 * 2**20 // 4
+    src, dst = cupy.ones(n, dtype=cupy.float32), cupy.empty(n, dtype=cupy.float32)
+    us = time_device(lambda: cupy.copyto(dst, src), reps=10, inner=3)
+    gbs = 2 * n * 4 / (us * 1e-6) / 1e9
+    log(f"  device copy bandwidth: {gbs:.0f} GB/s (512 MiB, read + write)")
+    return gbs
+
+
+def kernel_timings(copy_gbs: float) -> list[dict]:
+    import cupy
+
+    from bp_gpu.cuda_host import CUDA_STEPS as K
+
+    rows = []
+    for arch, (sizes, B) in ARCHS.items():
+        O = sizes[1]
+        A = cupy.random.standard_normal((B, O), dtype=cupy.float32)
+        b = cupy.zeros(O, dtype=cupy.float32)
+        Z = cupy.random.random((B, O), dtype=cupy.float32)
+        db = cupy.empty(O, dtype=cupy.float32)
+        Aout = cupy.random.standard_normal((B, 1), dtype=cupy.float32)
+        T = (cupy.random.random((B, 1)) < 0.5).astype(cupy.float32)
+        bo, dbo = cupy.zeros(1, cupy.float32), cupy.empty(1, cupy.float32)
+        D, loss = cupy.empty((B, 1), cupy.float32), cupy.empty(1, cupy.float64)
+        n_params = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
+        p, g = cupy.zeros(n_params, cupy.float32), cupy.ones(n_params, cupy.float32)
+        m, v = cupy.zeros(n_params, cupy.float32), cupy.zeros(n_params, cupy.float32)
+        s = 4  # bytes per float32
+        cases = [
+            ("bias_sigmoid_forward", f"({B}, {O})", lambda: K.bias_sigmoid_forward(A, b), 2 * B * O * s),
+            ("sigmoid_delta_backward", f"({B}, {O})", lambda: K.sigmoid_delta_backward(A, Z, db), 3 * B * O * s),
+            ("output_loss_delta", f"({B}, 1)", lambda: K.output_loss_delta(Aout, bo, T, 1, 1.0 / B, D, dbo, loss),
+             3 * B * s),
+            ("optimizer_update sgd", f"P={n_params}",
+             lambda: K.optimizer_update(0, p, g, None, None, n_params - 2 * O - 1, 1e-9, 0, 0, .9, .999, 1e-8, 1, 1),
+             3 * n_params * s),
+            ("optimizer_update adam", f"P={n_params}",
+             lambda: K.optimizer_update(2, p, g, m, v, n_params - 2 * O - 1, 1e-9, 0, 0, .9, .999, 1e-8, .1, .001),
+             7 * n_params * s),
+        ]
+        for name, shape, fn, nbytes in cases:
+            us = time_device(fn)
+            gbs = nbytes / (us * 1e-6) / 1e9
+            rows.append({"kernel": name, "arch": arch, "shape": shape, "us": us, "GB/s": gbs,
+                         "frac_copy_bw": gbs / copy_gbs, "host_us": time_host(fn)})
+    return rows
+
+
+def _malloc_counter() -> Any:
+    """A CuPy memory hook (use it as a context manager) counting allocation requests in ``.n``."""
+    from cupy.cuda import memory_hook
+
+    class CountMallocs(memory_hook.MemoryHook):
+        name = "count_mallocs"
+
+        def __init__(self):
+            self.n = 0
+
+        def malloc_preprocess(self, **kwargs):
+            self.n += 1
+
+    return CountMallocs()
+
+
+def _our_step(sizes: list[int], B: int, steps_module: Any = None):
+    """(engine, step fn) of our backend, or of the same engine with ``steps_module``."""
+    import cupy
+
+    from bp_gpu import MLP
+    from bp_gpu.engine import Engine
+    from bp_gpu.mlp import glorot_weights
+
+    rng = np.random.default_rng(0)
+    X = cupy.asarray(rng.standard_normal((B, sizes[0])), dtype=cupy.float32)
+    T = cupy.asarray(rng.random((B, sizes[-1])) < 0.5, dtype=cupy.float32)
+    if steps_module is None:
+        engine = MLP(sizes, backend="cuda", dtype="float32", seed=0)._engine
+    else:
+        engine = Engine(cupy, steps_module, tuple(sizes), np.dtype(np.float32), "cupy-plain")
+        for (W, b), (W0, b0) in zip(engine.layers, glorot_weights(sizes, 0, np.float32)):
+            W[...] = cupy.asarray(W0)
+            b[...] = cupy.asarray(b0)
+    steps = engine.steps
+
+    def step():
+        engine.loss_and_grad(X, T, 1, 1.0 / B)
+        steps.optimizer_update(0, engine.params, engine.grads, None, None, engine.n_weights,
+                               LR, 0.0, 0.0, 0.9, 0.999, 1e-8, 1.0, 1.0)
+
+    return engine, step
+
+
+def _time_step(step: Callable[[], None]) -> tuple[float, float]:
+    """(device us, host enqueue us) per step."""
+    return time_device(step), time_host(step, reps=20)
+
+
+def _torch_step(sizes: list[int], B: int):
+    import torch
+
+    torch.manual_seed(0)
+    layers = []
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(i, o), torch.nn.Sigmoid()]
+    net = torch.nn.Sequential(*layers[:-1]).cuda()  # the output sigmoid lives in the loss
+    X = torch.randn(B, sizes[0], device="cuda")
+    T = (torch.rand(B, sizes[-1], device="cuda") < 0.5).float()
+    opt = torch.optim.SGD(net.parameters(), lr=LR, foreach=True)
+    lossf = torch.nn.BCEWithLogitsLoss(reduction="sum")
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = lossf(net(X), T) / B
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _time_torch(step: Callable[[], None], reps: int = 20, inner: int = 5) -> tuple[float, float]:
+    import torch
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    times, host = [], []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(inner):
+            t0 = time.perf_counter()
+            step()
+            host.append((time.perf_counter() - t0) * 1e6)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e3 / inner)
+    return statistics.median(times), statistics.median(host)
+
+
+def step_hygiene() -> dict:
+    """No host sync in a step (it returns while a 50 ms sleeping kernel still runs ahead of it on
+    the same stream), and no device allocation per step once warm."""
+    import cupy
+    from numba import cuda
+
+    from bp_gpu.kernels import _launch
+
+    @cuda.jit
+    def sleep_kernel(n):
+        for _ in range(n):
+            cuda.nanosleep(1000)
+
+    _, step = _our_step([256, 1024, 1024, 1], 4096)
+    step()
+    sleep_kernel[1, 1, _launch.stream()](1)
+    cupy.cuda.get_current_stream().synchronize()
+    sleep_kernel[1, 1, _launch.stream()](50_000)  # ~50 ms of device time
+    t0 = time.perf_counter()
+    step()
+    enqueue_ms = (time.perf_counter() - t0) * 1e3
+    cupy.cuda.get_current_stream().synchronize()
+    hook = _malloc_counter()
+    with hook:
+        for _ in range(5):
+            step()
+    cupy.cuda.get_current_stream().synchronize()
+    out = {"enqueue_ms_behind_50ms_kernel": enqueue_ms, "no_host_sync": enqueue_ms < 25.0,
+           "device_allocs_per_step": hook.n / 5}
+    log(f"  step enqueue behind a 50 ms kernel: {enqueue_ms:.2f} ms -> "
+        f"{'no host sync' if out['no_host_sync'] else 'HOST SYNC INSIDE THE STEP'}; "
+        f"device allocations per step: {out['device_allocs_per_step']:.1f}")
+    return out
+
+
+def training_steps() -> list[dict]:
+    from bp_gpu import steps_numpy
+
+    rows = []
+    for arch, (sizes, B) in ARCHS.items():
+        flops = 6 * B * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))  # fwd 2, bwd 4 per MAC
+        impls: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+            ("bp_gpu cuda", lambda: _time_step(_our_step(sizes, B)[1])),
+            ("plain CuPy (no fused kernels)", lambda: _time_step(_our_step(sizes, B, steps_numpy)[1])),
+            ("PyTorch eager", lambda: _time_torch(_torch_step(sizes, B))),
+        ]
+        for name, run in impls:
+            try:
+                us, host_us = run()
+                rows.append({"impl": name, "arch": arch, "batch": B, "us_per_step": us, "host_us_per_step": host_us,
+                             "TFLOP/s": flops / (us * 1e-6) / 1e12})
+            except Exception as exc:
+                rows.append({"impl": name, "arch": arch, "batch": B, "error": f"{type(exc).__name__}: {exc}"})
+                log(f"  {name} {arch}: {type(exc).__name__}: {exc}")
+    # Host overhead of a step that does almost no device work: what the launches cost the CPU.
+    try:
+        _, tiny = _our_step([8, 16, 16, 1], 64)
+        rows.append({"impl": "bp_gpu cuda", "arch": "tiny [8,16,16,1]", "batch": 64,
+                     "us_per_step": time_device(tiny), "host_us_per_step": time_host(tiny)})
+    except Exception as exc:
+        rows.append({"impl": "bp_gpu cuda", "arch": "tiny", "error": f"{type(exc).__name__}: {exc}"})
+    return rows
+
+
+def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[dict] | None) -> None:
+    log("\n=== bp_gpu device check: " + RESULTS.get("device", "?") + " ===")
+    if copy_gbs:
+        log(f"device-to-device copy bandwidth: {copy_gbs:.0f} GB/s")
+    if kernels:
+        log(f"\n{'kernel':<24}{'arch':<5}{'shape':<16}{'us':>9}{'GB/s':>9}{'of copy':>9}{'host us':>9}")
+        for r in kernels:
+            log(f"{r['kernel']:<24}{r['arch']:<5}{r['shape']:<16}{r['us']:>9.1f}{r['GB/s']:>9.0f}"
+                f"{r['frac_copy_bw']:>9.0%}{r['host_us']:>9.1f}")
+    if steps:
+        torch_us = {r["arch"]: r["us_per_step"] for r in steps if r["impl"] == "PyTorch eager" and "us_per_step" in r}
+        log(f"\n{'training step (fwd+bwd+SGD, f32)':<32}{'arch':<18}{'batch':>7}{'us/step':>10}{'host us':>9}"
+            f"{'TFLOP/s':>9}{'vs torch':>9}")
+        for r in steps:
+            if "error" in r:
+                log(f"{r['impl']:<32}{r['arch']:<18}{r.get('batch', ''):>7}  error: {r['error']}")
+                continue
+            ref = torch_us.get(r["arch"])
+            speed = f"{ref / r['us_per_step']:.2f}x" if ref else "-"
+            tf = f"{r['TFLOP/s']:.1f}" if "TFLOP/s" in r else "-"
+            log(f"{r['impl']:<32}{r['arch']:<18}{r['batch']:>7}{r['us_per_step']:>10.1f}"
+                f"{r['host_us_per_step']:>9.1f}{tf:>9}{speed:>9}")
+    log("\nsections: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in RESULTS["sections"].items()))
+
+
+def main() -> int:
+    os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+    from bp_gpu.backends import cuda_status
+
+    RESULTS["python"] = platform.python_version()
+    ok, why = cuda_status()
+    RESULTS["device"] = why
+    log(f"bp_gpu device check: {why}")
+    if not ok:
+        log("No usable CUDA device: every GPU part is skipped (nothing was measured).")
+        RESULTS["skipped"] = why
+        _write_json()
+        return 2
+    import cupy
+
+    RESULTS["cupy"] = cupy.__version__
+    t_start = time.perf_counter()
+    RESULTS["gpu_tests"] = section("gpu tests", run_gpu_tests)
+    RESULTS["cuda_vs_cpu"] = section("cuda vs cpu", cuda_vs_cpu)
+    RESULTS["hygiene"] = section("step hygiene", step_hygiene)
+    copy_gbs = section("copy bandwidth", copy_bandwidth)
+    RESULTS["copy_GB/s"] = copy_gbs
+    kernels = section("kernel timings", lambda: kernel_timings(copy_gbs)) if copy_gbs else None
+    RESULTS["kernels"] = kernels
+    steps = section("training steps", training_steps)
+    RESULTS["training_steps"] = steps
+    RESULTS["seconds"] = round(time.perf_counter() - t_start, 1)
+    print_table(copy_gbs, kernels, steps)
+    _write_json()
+    return 0 if all(v["ok"] for v in RESULTS["sections"].values()) else 1
+
+
+def _write_json() -> None:
+    out = os.environ.get("OUT")
+    if out:
+        path = Path(out) / "device_check.json"
+        path.write_text(json.dumps(RESULTS, indent=2, default=str))
+        log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
