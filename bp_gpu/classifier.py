@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,11 +69,14 @@ class _EstimatorBase:
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
-    from sklearn.exceptions import NotFittedError
+    from sklearn.exceptions import DataConversionWarning, NotFittedError
 
     _BASES: tuple[type, ...] = (ClassifierMixin, BaseEstimator)
 except ImportError:  # scikit-learn is optional (the `train` extra): see the module docstring
     _BASES = (_EstimatorBase,)
+
+    class DataConversionWarning(UserWarning):  # type: ignore[no-redef]
+        """Input converted to the expected shape (as scikit-learn's warning of the same name)."""
 
     class NotFittedError(ValueError, AttributeError):  # type: ignore[no-redef]
         """The estimator is used before ``fit`` (as scikit-learn's error of the same name)."""
@@ -208,7 +212,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {self.optimizer!r}")
         if isinstance(self.positive_class, bool) or self.positive_class not in (0, 1):
             raise ValueError(f"positive_class must be 0 or 1; got {self.positive_class!r}")
-        if self.dtype not in DTYPES and not (isinstance(self.dtype, np.dtype) and self.dtype.name in DTYPES):
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.name not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.backend not in ("auto", "cpu", "cuda"):
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
@@ -228,29 +236,47 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                                          low_open=True, high_open=True),
             "n_iter_no_change": _int("n_iter_no_change", self.n_iter_no_change, 1),
             "tol": _real("tol", self.tol, 0.0),
-            "dtype": np.dtype(self.dtype),
+            "dtype": dtype,
         }
 
     @staticmethod
     def _host_X(X: Any, n_features: int | None = None) -> Any:
         """X as a 2-D finite float array (a CuPy array stays on the device); with ``n_features``
-        (a fitted model) its width must match."""
+        (a fitted model) its width must match. Messages follow scikit-learn's where it has one."""
+        if type(X).__module__.startswith("scipy.sparse"):
+            raise TypeError("sparse input is not supported: MLPClassifier needs dense X "
+                            "(convert with X.toarray() if it fits in memory)")
         if hasattr(X, "iloc"):  # a pandas DataFrame: its values (feature names are not tracked)
             X = X.to_numpy()
-        X = V._numeric(X, "X")
-        if n_features is not None and X.ndim == 2 and X.shape[1] != n_features:
-            raise ValueError(f"X has {X.shape[1]} features (columns) but the model was fitted with {n_features}")
-        width = X.shape[1] if X.ndim == 2 else 0  # check_features reports a wrong ndim first
+        if V.array_module(X) is np:
+            X = np.asarray(X)
+            if X.dtype.kind == "c":
+                raise ValueError("Complex data not supported: X must be real")
+            if X.dtype.kind in "OUS":
+                X = X.astype(np.float64)  # a non-number raises numpy's own precise message
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2-D X (n_samples, n_features), got {X.ndim}-D with shape "
+                             f"{X.shape}. Reshape your data: X.reshape(-1, 1) if it holds one "
+                             "feature, X.reshape(1, -1) if it holds one sample.")
+        if X.shape[1] == 0:
+            raise ValueError(f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+        if n_features is not None and X.shape[1] != n_features:
+            raise ValueError(f"X has {X.shape[1]} features, but MLPClassifier is expecting {n_features} "
+                             "features as input.")
         dtype = X.dtype if X.dtype.kind == "f" else np.float64
-        return V.check_features(X, width, dtype, V.array_module(X))
+        return V.check_features(X, X.shape[1], dtype, V.array_module(X))
 
     @staticmethod
     def _encode(y: Any, n_rows: int, classes: np.ndarray | None = None) -> tuple[str, np.ndarray, np.ndarray]:
         """(kind, classes, T (n, n_outputs) of 0/1 float64) from labels or an indicator matrix."""
+        if y is None:
+            raise ValueError("MLPClassifier requires y to be passed, but the target y is None")
         if hasattr(y, "iloc"):
             y = y.to_numpy()
         y = V.to_numpy(y) if V.array_module(y) is not np else np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected; using y.ravel()",
+                          DataConversionWarning, stacklevel=3)
             y = y.ravel()
         if y.ndim not in (1, 2):
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix; got shape {y.shape}")
@@ -262,7 +288,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             bad = (Y != 0) & (Y != 1)
             if bad.any():
                 i, j = V._first_bad(bad)
-                raise ValueError(f"y[{i}, {j}] = {Y[i, j]!r}; a 2-D y is a multi-label indicator matrix "
+                raise ValueError(f"y[{i}, {j}] = {Y[i, j].item()!r}; a 2-D y is a multi-label indicator matrix "
                                  "and must hold only 0 and 1")
             K = Y.shape[1]
             if classes is not None and len(classes) != K:
@@ -271,17 +297,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             i = int(np.flatnonzero(~np.isfinite(y))[0])
             raise ValueError(f"y[{i}] is {y[i]}; labels must be finite")
+        if y.dtype.kind == "f" and (y != np.round(y)).any():
+            i = int(np.flatnonzero(y != np.round(y))[0])
+            raise ValueError(f"Unknown label type: continuous (y[{i}] = {y[i].item()!r}); a classifier needs "
+                             "discrete labels")
         if classes is None:
             try:
                 classes = np.unique(y)
             except TypeError as exc:
                 raise TypeError(f"y mixes label types that cannot be ordered ({exc}); use one type") from None
             if len(classes) < 2:
-                raise ValueError(f"y has only one class ({classes[0]!r}); a classifier needs at least two")
+                raise ValueError(f"y has only one class ({classes[0].item()!r}); a classifier needs at least two")
         unknown = ~np.isin(y, classes)
         if unknown.any():
             i = int(np.flatnonzero(unknown)[0])
-            raise ValueError(f"y[{i}] = {y[i]!r} is not one of the classes {list(classes)!r}")
+            raise ValueError(f"y[{i}] = {y[i].item()!r} is not one of the classes {classes.tolist()!r}")
         index = np.searchsorted(classes, y)  # (n,) class index of each row
         if len(classes) == 2:
             return BINARY, classes, (index == 1).astype(np.float64)[:, None]
@@ -345,7 +375,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             if classes is not None:
                 cls = np.unique(np.asarray(classes))
                 if len(cls) < 2:
-                    raise ValueError(f"classes must hold at least two labels; got {list(cls)!r}")
+                    raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
             init_seq, shuffle_seq, _ = np.random.SeedSequence(self.seed).spawn(3)
             net = MLP([Xh.shape[1], *p["hidden"], T.shape[1]], positive_class=int(self.positive_class),
@@ -358,8 +388,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self._check_same_setup(p)
         Xh = self._host_X(X, self.n_features_in_)
         if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes {list(np.unique(classes))!r} differ from the fitted classes_ "
-                             f"{list(self.classes_)!r}")
+            raise ValueError(f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
+                             f"{self.classes_.tolist()!r}")
         if self._label_kind == MULTILABEL:
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if y_arr.ndim != 2:
@@ -499,6 +529,26 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return self.classes_[P.argmax(axis=1)]
 
     # -- persistence ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # Python pickling (joblib, multiprocessing in GridSearchCV) goes through the file format's
+        # arrays: the engine holds modules and device buffers that cannot be pickled themselves.
+        from .persistence import to_arrays
+
+        state = dict(self.get_params())
+        if hasattr(self, "net_"):
+            state["_bp_gpu_model"] = to_arrays(self)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from .persistence import from_arrays
+
+        state = dict(state)
+        arrays = state.pop("_bp_gpu_model", None)
+        self.__dict__.update(state)
+        if arrays is not None:
+            fitted = from_arrays(arrays, "pickled MLPClassifier", backend=self.backend)
+            self.__dict__.update({k: v for k, v in fitted.__dict__.items() if k not in state})
+
     def save(self, path: Any) -> None:
         """Write the fitted model, with optimizer state to resume training, as a ``.npz`` file
         (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one."""

@@ -68,8 +68,8 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
 
 
-def save(clf: Any, path: Any) -> None:
-    """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
+def to_arrays(clf: Any) -> dict[str, np.ndarray]:
+    """The arrays of the file format for a fitted ``MLPClassifier`` (also its pickled state)."""
     from . import __version__
 
     clf._check_fitted()
@@ -105,7 +105,12 @@ def save(clf: Any, path: Any) -> None:
     }
     for l, (W, b) in enumerate(net.get_weights(), start=1):
         arrays[f"W_{l}"], arrays[f"b_{l}"] = W, b
+    return arrays
 
+
+def save(clf: Any, path: Any) -> None:
+    """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
+    arrays = to_arrays(clf)
     path = os.fspath(path)
     target_dir = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=target_dir)
@@ -151,13 +156,16 @@ def load(path: Any, backend: str | None = None) -> Any:
     ``backend`` overrides the saved ``backend`` hyperparameter (e.g. ``"cpu"`` to load a model
     trained on a GPU on a machine without one). Raises ``ModelFileError`` naming what is wrong.
     """
+    path = os.fspath(path)
+    return from_arrays(_read(path), path, backend)
+
+
+def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = None) -> Any:
+    """A fitted ``MLPClassifier`` from the format's arrays; ``path`` names the source in errors."""
     from .classifier import BINARY, MULTICLASS, MULTILABEL, MLPClassifier
     from .mlp import MLP
     from .optim import Optimizer
     from .train import TrainState
-
-    path = os.fspath(path)
-    arrays = _read(path)
 
     def need(key: str) -> np.ndarray:
         if key not in arrays:
