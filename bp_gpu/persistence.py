@@ -132,9 +132,10 @@ def save(clf: Any, path: Any) -> None:
 def _read(path: str) -> dict[str, np.ndarray]:
     """Every array of the .npz, read (and CRC-checked) now; errors become ModelFileError."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ModelFileError(f"{path}: not a bp_gpu model file (a single .npy array, not an .npz)")
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ModelFileError(f"{path}: not a bp_gpu model file (a single .npy array, not an .npz)")
+        with f:
             return {k: f[k] for k in f.files}
     except ModelFileError:
         raise
