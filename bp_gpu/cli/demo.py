@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs,
         weight_decay=args.weight_decay, dtype=args.dtype, backend=args.backend, seed=args.seed,
     )
+    print(f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
+          f"{len(Xtr)} train / {len(Xte)} test, standardised", flush=True)
     test_acc: list[float] = []
     monitor = ProgressMonitor(len(Xtr), args.epochs, quiet=args.quiet, desc=f"demo {args.dataset}",
                               on_epoch_extra=lambda info: test_acc.append(info.model().score(Xte, yte)))
-    print(f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
-          f"{len(Xtr)} train / {len(Xte)} test, standardised")
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
