@@ -103,7 +103,12 @@ class Engine:
                 break
             N_prev = self.layer_sizes[l]
             G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)
-            xp.matmul(D, self.layers[l][0], out=G)  # sum_j delta_j w_ji
+            if D.shape[1] == 1:
+                # One unit above: an outer product, which BLAS runs as a K=1 GEMM several times
+                # slower than the broadcast (68 of 178 us per [28, 64, 64, 1] batch on OpenBLAS).
+                xp.multiply(D, self.layers[l][0], out=G)  # (B, 1) * (1, N_prev)
+            else:
+                xp.matmul(D, self.layers[l][0], out=G)  # sum_j delta_j w_ji
             steps.sigmoid_delta_backward(G, z_prev, self.grad_layers[l - 1][1])
             D = G
         return self.loss_buf
