@@ -85,8 +85,15 @@ except ImportError:  # scikit-learn is optional (the `train` extra): see the mod
 BINARY, MULTICLASS, MULTILABEL = "binary", "multiclass", "multilabel"
 
 
-def _real(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False,
-          high_open: bool = False) -> float:
+def _real(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
     lo_ok = value > low if low_open else value >= low
@@ -209,7 +216,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints; got {h!r}")
         hidden = tuple(_int(f"hidden_layer_sizes[{k}]", n, 1) for k, n in enumerate(h))
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {self.optimizer!r}"
+            )
         if isinstance(self.positive_class, bool) or self.positive_class not in (0, 1):
             raise ValueError(f"positive_class must be 0 or 1; got {self.positive_class!r}")
         try:
@@ -232,8 +241,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             "batch_size": _int("batch_size", self.batch_size, 1),
             "epochs": _int("epochs", self.epochs, 1),
             "weight_decay": _real("weight_decay", self.weight_decay, 0.0),
-            "validation_fraction": _real("validation_fraction", self.validation_fraction, 0.0, 1.0,
-                                         low_open=True, high_open=True),
+            "validation_fraction": _real(
+                "validation_fraction",
+                self.validation_fraction,
+                0.0,
+                1.0,
+                low_open=True,
+                high_open=True,
+            ),
             "n_iter_no_change": _int("n_iter_no_change", self.n_iter_no_change, 1),
             "tol": _real("tol", self.tol, 0.0),
             "dtype": dtype,
@@ -244,8 +259,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         """X as a 2-D finite float array (a CuPy array stays on the device); with ``n_features``
         (a fitted model) its width must match. Messages follow scikit-learn's where it has one."""
         if type(X).__module__.startswith("scipy.sparse"):
-            raise TypeError("sparse input is not supported: MLPClassifier needs dense X "
-                            "(convert with X.toarray() if it fits in memory)")
+            raise TypeError(
+                "sparse input is not supported: MLPClassifier needs dense X "
+                "(convert with X.toarray() if it fits in memory)"
+            )
         if hasattr(X, "iloc"):  # a pandas DataFrame: its values (feature names are not tracked)
             X = X.to_numpy()
         if V.array_module(X) is np:
@@ -255,19 +272,27 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             if X.dtype.kind in "OUS":
                 X = X.astype(np.float64)  # a non-number raises numpy's own precise message
         if X.ndim != 2:
-            raise ValueError(f"Expected 2-D X (n_samples, n_features), got {X.ndim}-D with shape "
-                             f"{X.shape}. Reshape your data: X.reshape(-1, 1) if it holds one "
-                             "feature, X.reshape(1, -1) if it holds one sample.")
+            raise ValueError(
+                f"Expected 2-D X (n_samples, n_features), got {X.ndim}-D with shape "
+                f"{X.shape}. Reshape your data: X.reshape(-1, 1) if it holds one "
+                "feature, X.reshape(1, -1) if it holds one sample."
+            )
         if X.shape[1] == 0:
-            raise ValueError(f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+            raise ValueError(
+                f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+            )
         if n_features is not None and X.shape[1] != n_features:
-            raise ValueError(f"X has {X.shape[1]} features, but MLPClassifier is expecting {n_features} "
-                             "features as input.")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but MLPClassifier is expecting {n_features} "
+                "features as input."
+            )
         dtype = X.dtype if X.dtype.kind == "f" else np.float64
         return V.check_features(X, X.shape[1], dtype, V.array_module(X))
 
     @staticmethod
-    def _encode(y: Any, n_rows: int, classes: np.ndarray | None = None) -> tuple[str, np.ndarray, np.ndarray]:
+    def _encode(
+        y: Any, n_rows: int, classes: np.ndarray | None = None
+    ) -> tuple[str, np.ndarray, np.ndarray]:
         """(kind, classes, T (n, n_outputs) of 0/1 float64) from labels or an indicator matrix."""
         if y is None:
             raise ValueError("MLPClassifier requires y to be passed, but the target y is None")
@@ -275,11 +300,16 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             y = y.to_numpy()
         y = V.to_numpy(y) if V.array_module(y) is not np else np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn("A column-vector y was passed when a 1d array was expected; using y.ravel()",
-                          DataConversionWarning, stacklevel=3)
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; using y.ravel()",
+                DataConversionWarning,
+                stacklevel=3,
+            )
             y = y.ravel()
         if y.ndim not in (1, 2):
-            raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix; got shape {y.shape}")
+            raise ValueError(
+                f"y must be 1-D labels or a 2-D 0/1 indicator matrix; got shape {y.shape}"
+            )
         if y.shape[0] != n_rows:
             raise ValueError(f"y has {y.shape[0]} rows but X has {n_rows}; they must match")
         if y.ndim == 2:
@@ -288,30 +318,42 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             bad = (Y != 0) & (Y != 1)
             if bad.any():
                 i, j = V._first_bad(bad)
-                raise ValueError(f"y[{i}, {j}] = {Y[i, j].item()!r}; a 2-D y is a multi-label indicator matrix "
-                                 "and must hold only 0 and 1")
+                raise ValueError(
+                    f"y[{i}, {j}] = {Y[i, j].item()!r}; a 2-D y is a multi-label indicator matrix "
+                    "and must hold only 0 and 1"
+                )
             K = Y.shape[1]
             if classes is not None and len(classes) != K:
-                raise ValueError(f"y has {K} label columns but the model was fitted with {len(classes)}")
+                raise ValueError(
+                    f"y has {K} label columns but the model was fitted with {len(classes)}"
+                )
             return MULTILABEL, np.arange(K), Y.astype(np.float64)
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             i = int(np.flatnonzero(~np.isfinite(y))[0])
             raise ValueError(f"y[{i}] is {y[i]}; labels must be finite")
         if y.dtype.kind == "f" and (y != np.round(y)).any():
             i = int(np.flatnonzero(y != np.round(y))[0])
-            raise ValueError(f"Unknown label type: continuous (y[{i}] = {y[i].item()!r}); a classifier needs "
-                             "discrete labels")
+            raise ValueError(
+                f"Unknown label type: continuous (y[{i}] = {y[i].item()!r}); a classifier needs "
+                "discrete labels"
+            )
         if classes is None:
             try:
                 classes = np.unique(y)
             except TypeError as exc:
-                raise TypeError(f"y mixes label types that cannot be ordered ({exc}); use one type") from None
+                raise TypeError(
+                    f"y mixes label types that cannot be ordered ({exc}); use one type"
+                ) from None
             if len(classes) < 2:
-                raise ValueError(f"y has only one class ({classes[0].item()!r}); a classifier needs at least two")
+                raise ValueError(
+                    f"y has only one class ({classes[0].item()!r}); a classifier needs at least two"
+                )
         unknown = ~np.isin(y, classes)
         if unknown.any():
             i = int(np.flatnonzero(unknown)[0])
-            raise ValueError(f"y[{i}] = {y[i].item()!r} is not one of the classes {classes.tolist()!r}")
+            raise ValueError(
+                f"y[{i}] = {y[i].item()!r} is not one of the classes {classes.tolist()!r}"
+            )
         index = np.searchsorted(classes, y)  # (n,) class index of each row
         if len(classes) == 2:
             return BINARY, classes, (index == 1).astype(np.float64)[:, None]
@@ -337,22 +379,40 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         kind, classes, T = self._encode(y, Xh.shape[0])
         init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
         n_out = T.shape[1]
-        net = MLP([Xh.shape[1], *p["hidden"], n_out], positive_class=int(self.positive_class),
-                  dtype=p["dtype"], backend=self.backend, seed=np.random.default_rng(init_seq))
-        opt = Optimizer(net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"])
+        net = MLP(
+            [Xh.shape[1], *p["hidden"], n_out],
+            positive_class=int(self.positive_class),
+            dtype=p["dtype"],
+            backend=self.backend,
+            seed=np.random.default_rng(init_seq),
+        )
+        opt = Optimizer(
+            net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"]
+        )
         state = TrainState(rng=np.random.default_rng(shuffle_seq))
         validate = None
         if self.early_stopping:
-            tr, va = self._split(kind, T, p["validation_fraction"], np.random.default_rng(split_seq))
+            tr, va = self._split(
+                kind, T, p["validation_fraction"], np.random.default_rng(split_seq)
+            )
             Xv = self._device_X(net, Xh[self._index(Xh, va)])
             Tv = T[va]
             Xh, T = Xh[self._index(Xh, tr)], T[tr]
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
-        self._train_and_commit(net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor)
+        self._train_and_commit(
+            net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor
+        )
         return self
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None, *, epochs: int = 1,
-                    monitor: TrainingMonitor | None = None) -> "MLPClassifier":
+    def partial_fit(
+        self,
+        X: Any,
+        y: Any,
+        classes: Any = None,
+        *,
+        epochs: int = 1,
+        monitor: TrainingMonitor | None = None,
+    ) -> "MLPClassifier":
         """Continue training on (X, y) for ``epochs`` passes (default one, as scikit-learn).
 
         The first call on an unfitted model needs ``classes`` (all labels that will ever appear),
@@ -369,8 +429,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             Xh = self._host_X(X)
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if classes is None and not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
-                raise ValueError("classes must be passed on the first call to partial_fit "
-                                 "(every label that will appear, e.g. np.unique(y_all))")
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit "
+                    "(every label that will appear, e.g. np.unique(y_all))"
+                )
             cls = None
             if classes is not None:
                 cls = np.unique(np.asarray(classes))
@@ -378,22 +440,35 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                     raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
             init_seq, shuffle_seq, _ = np.random.SeedSequence(self.seed).spawn(3)
-            net = MLP([Xh.shape[1], *p["hidden"], T.shape[1]], positive_class=int(self.positive_class),
-                      dtype=p["dtype"], backend=self.backend, seed=np.random.default_rng(init_seq))
-            opt = Optimizer(net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"])
+            net = MLP(
+                [Xh.shape[1], *p["hidden"], T.shape[1]],
+                positive_class=int(self.positive_class),
+                dtype=p["dtype"],
+                backend=self.backend,
+                seed=np.random.default_rng(init_seq),
+            )
+            opt = Optimizer(
+                net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"]
+            )
             state = TrainState(rng=np.random.default_rng(shuffle_seq))
             self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
             return self
 
         self._check_same_setup(p)
         Xh = self._host_X(X, self.n_features_in_)
-        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
-                             f"{self.classes_.tolist()!r}")
+        if classes is not None and not np.array_equal(
+            np.unique(np.asarray(classes)), self.classes_
+        ):
+            raise ValueError(
+                f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
+                f"{self.classes_.tolist()!r}"
+            )
         if self._label_kind == MULTILABEL:
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if y_arr.ndim != 2:
-                raise ValueError("the model was fitted on a multi-label indicator matrix; y must be 2-D")
+                raise ValueError(
+                    "the model was fitted on a multi-label indicator matrix; y must be 2-D"
+                )
         kind, _, T = self._encode(y, Xh.shape[0], self.classes_)
         if kind != self._label_kind:
             raise ValueError(f"y is {kind} but the model was fitted on {self._label_kind} targets")
@@ -402,8 +477,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         start.capture(state)
         old = (opt.learning_rate, opt.momentum, opt.weight_decay)
         try:
-            opt.learning_rate, opt.momentum, opt.weight_decay = p["learning_rate"], p["momentum"], p["weight_decay"]
-            self._train_and_commit(net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor)
+            opt.learning_rate, opt.momentum, opt.weight_decay = (
+                p["learning_rate"],
+                p["momentum"],
+                p["weight_decay"],
+            )
+            self._train_and_commit(
+                net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor
+            )
         except BaseException:
             start.restore(state)  # roll back: the model is exactly as before the call
             opt.learning_rate, opt.momentum, opt.weight_decay = old
@@ -422,15 +503,19 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             now["backend"] = (self.backend, net.backend)
         for name, (want, have) in now.items():
             if want != have:
-                raise ValueError(f"{name} is {want!r} but the model was fitted with {have!r}; "
-                                 "partial_fit cannot change it (call fit to start over)")
+                raise ValueError(
+                    f"{name} is {want!r} but the model was fitted with {have!r}; "
+                    "partial_fit cannot change it (call fit to start over)"
+                )
 
     @staticmethod
     def _index(X: Any, idx: np.ndarray) -> Any:
         return V.array_module(X).asarray(idx)
 
     @staticmethod
-    def _split(kind: str, T: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _split(
+        kind: str, T: np.ndarray, fraction: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Stratified (per class; plain for multi-label) train/validation row indices."""
         n = T.shape[0]
         if kind == MULTILABEL:
@@ -445,8 +530,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         va = np.sort(np.concatenate(val))
         tr = np.setdiff1d(np.arange(n), va)
         if len(va) == 0 or len(tr) == 0:
-            raise ValueError(f"early_stopping: validation_fraction={fraction} of {n} samples leaves "
-                             f"{len(tr)} training and {len(va)} validation samples; both need at least one")
+            raise ValueError(
+                f"early_stopping: validation_fraction={fraction} of {n} samples leaves "
+                f"{len(tr)} training and {len(va)} validation samples; both need at least one"
+            )
         return tr, va
 
     @staticmethod
@@ -458,7 +545,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         """p(t = 1 | x) per output as float64 NumPy (n, n_outputs), in chunks of PREDICT_CHUNK rows."""
         out = []
         for s in range(0, Xd.shape[0], PREDICT_CHUNK):
-            out.append(V.to_numpy(net._engine.predict_proba(Xd[s : s + PREDICT_CHUNK])).astype(np.float64))
+            out.append(
+                V.to_numpy(net._engine.predict_proba(Xd[s : s + PREDICT_CHUNK])).astype(np.float64)
+            )
         y = np.concatenate(out)
         return y if net.positive_class == 1 else 1.0 - y
 
@@ -469,10 +558,16 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             return float(np.mean(P.argmax(axis=1) == T.argmax(axis=1)))
         return float(np.mean(((P > 0.5) == (T == 1)).all(axis=1)))
 
-    def _train_and_commit(self, net, opt, state, kind, classes, Xh, T, p, epochs, validate, monitor) -> None:
+    def _train_and_commit(
+        self, net, opt, state, kind, classes, Xh, T, p, epochs, validate, monitor
+    ) -> None:
         dt = net.dtype
-        X_train = V.check_features(Xh, net.layer_sizes[0], dt, V.array_module(Xh)
-                                   if V.array_module(Xh) is net._engine.xp else np)
+        X_train = V.check_features(
+            Xh,
+            net.layer_sizes[0],
+            dt,
+            V.array_module(Xh) if V.array_module(Xh) is net._engine.xp else np,
+        )
         T_train = np.ascontiguousarray(T, dtype=dt)
         if V.array_module(X_train) is not np:
             T_train = net._engine.xp.asarray(T_train)
@@ -482,10 +577,22 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             m._commit(net, opt, state, kind, classes, early=validate is not None)
             return m
 
-        train(net._engine, opt, state, X_train, T_train, positive_class=net.positive_class,
-              batch_size=p["batch_size"], epochs=epochs, validate=validate,
-              n_iter_no_change=p["n_iter_no_change"], tol=p["tol"], monitor=monitor,
-              make_view=view, verbose=bool(self.verbose))
+        train(
+            net._engine,
+            opt,
+            state,
+            X_train,
+            T_train,
+            positive_class=net.positive_class,
+            batch_size=p["batch_size"],
+            epochs=epochs,
+            validate=validate,
+            n_iter_no_change=p["n_iter_no_change"],
+            tol=p["tol"],
+            monitor=monitor,
+            make_view=view,
+            verbose=bool(self.verbose),
+        )
         self._commit(net, opt, state, kind, classes, early=validate is not None)
 
     def _commit(self, net, opt, state, kind, classes, early: bool) -> None:

@@ -29,10 +29,18 @@ class Optimizer:
     (L2, not on biases). ``m``/``v`` are zero-size when the kind does not use them.
     """
 
-    def __init__(self, engine: Any, kind: str, learning_rate: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        kind: str,
+        learning_rate: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
         if kind not in OPTIMIZER_CODES:
-            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {kind!r}")
+            raise ValueError(
+                f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {kind!r}"
+            )
         self.engine = engine
         self.kind = kind
         self.code = OPTIMIZER_CODES[kind]
@@ -54,8 +62,20 @@ class Optimizer:
         bc2 = 1.0 - ADAM_BETA2**t
         e = self.engine
         e.steps.optimizer_update(
-            self.code, e.params, e.grads, self.m, self.v, e.n_weights, self.learning_rate,
-            self.momentum, self.weight_decay, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, bc1, bc2,
+            self.code,
+            e.params,
+            e.grads,
+            self.m,
+            self.v,
+            e.n_weights,
+            self.learning_rate,
+            self.momentum,
+            self.weight_decay,
+            ADAM_BETA1,
+            ADAM_BETA2,
+            ADAM_EPS,
+            bc1,
+            bc2,
         )
 
     def state_arrays(self) -> tuple[np.ndarray, np.ndarray]:

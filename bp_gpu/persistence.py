@@ -76,7 +76,9 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
     net, opt = clf.net_, clf._optimizer
     hyper = clf.get_params()
     h = hyper["hidden_layer_sizes"]
-    hyper["hidden_layer_sizes"] = [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
+    hyper["hidden_layer_sizes"] = (
+        [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
+    )
     meta = {
         "bp_gpu_version": __version__,
         "layer_sizes": list(net.layer_sizes),
@@ -134,7 +136,9 @@ def _read(path: str) -> dict[str, np.ndarray]:
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
-            raise ModelFileError(f"{path}: not a bp_gpu model file (a single .npy array, not an .npz)")
+            raise ModelFileError(
+                f"{path}: not a bp_gpu model file (a single .npy array, not an .npz)"
+            )
         with f:
             return {k: f[k] for k in f.files}
     except ModelFileError:
@@ -142,13 +146,17 @@ def _read(path: str) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})") from None
+        raise ModelFileError(
+            f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})"
+        ) from None
     except ValueError as exc:  # pickled or non-NumPy content
         raise ModelFileError(f"{path}: not a bp_gpu model file ({exc})") from None
     except OSError as exc:
         if isinstance(exc, (PermissionError, IsADirectoryError)):
             raise
-        raise ModelFileError(f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})") from None
+        raise ModelFileError(
+            f"{path}: not a bp_gpu model file, or a truncated/corrupt one ({exc})"
+        ) from None
 
 
 def load(path: Any, backend: str | None = None) -> Any:
@@ -170,19 +178,25 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
 
     def need(key: str) -> np.ndarray:
         if key not in arrays:
-            raise ModelFileError(f"{path}: not a complete bp_gpu model file: the array {key!r} is missing")
+            raise ModelFileError(
+                f"{path}: not a complete bp_gpu model file: the array {key!r} is missing"
+            )
         return arrays[key]
 
     fmt = need("format")
     if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
-        raise ModelFileError(f"{path}: not a bp_gpu model file (format {fmt!r}, expected {FORMAT_NAME!r})")
+        raise ModelFileError(
+            f"{path}: not a bp_gpu model file (format {fmt!r}, expected {FORMAT_NAME!r})"
+        )
     version = need("format_version")
     if version.shape != () or version.dtype.kind not in "iu":
         raise ModelFileError(f"{path}: format_version must be an integer scalar; got {version!r}")
     if int(version) != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format version {int(version)} is not supported: this bp_gpu "
-                             f"reads version {FORMAT_VERSION}" + (" (the file is newer: upgrade bp_gpu)"
-                                                                  if int(version) > FORMAT_VERSION else ""))
+        raise ModelFileError(
+            f"{path}: format version {int(version)} is not supported: this bp_gpu "
+            f"reads version {FORMAT_VERSION}"
+            + (" (the file is newer: upgrade bp_gpu)" if int(version) > FORMAT_VERSION else "")
+        )
     try:
         meta = json.loads(str(need("meta")))
         sizes = [int(n) for n in meta["layer_sizes"]]
@@ -198,13 +212,19 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
     except ModelFileError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: the 'meta' record is malformed ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{path}: the 'meta' record is malformed ({type(exc).__name__}: {exc})"
+        ) from None
     if kind not in (BINARY, MULTICLASS, MULTILABEL):
-        raise ModelFileError(f"{path}: label_kind {kind!r} is not one of binary, multiclass, multilabel")
+        raise ModelFileError(
+            f"{path}: label_kind {kind!r} is not one of binary, multiclass, multilabel"
+        )
 
     known = set(MLPClassifier()._get_param_names())
     if set(hyper) != known:
-        raise ModelFileError(f"{path}: hyperparameters {sorted(set(hyper) ^ known)} are unknown or missing")
+        raise ModelFileError(
+            f"{path}: hyperparameters {sorted(set(hyper) ^ known)} are unknown or missing"
+        )
     if isinstance(hyper["hidden_layer_sizes"], list):
         hyper["hidden_layer_sizes"] = tuple(hyper["hidden_layer_sizes"])
     if backend is not None:
@@ -218,7 +238,9 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         weights = [(need(f"W_{l}"), need(f"b_{l}")) for l in range(1, len(sizes))]
         for (W, b), name in zip(weights, range(1, len(sizes))):
             if W.dtype != dtype or b.dtype != dtype:
-                raise ValueError(f"W_{name}/b_{name} have dtype {W.dtype}/{b.dtype}, the file says {dtype}")
+                raise ValueError(
+                    f"W_{name}/b_{name} have dtype {W.dtype}/{b.dtype}, the file says {dtype}"
+                )
         net.set_weights(weights)
         opt = Optimizer(net._engine, opt_kind, lr, mom, wd)
         opt.load_state(need("optimizer_m"), need("optimizer_v"), step_count)
@@ -231,12 +253,15 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
     n_out = sizes[-1]
     expect = {BINARY: 2, MULTICLASS: n_out, MULTILABEL: n_out}[kind]
     if classes.ndim != 1 or len(classes) != expect or (kind == BINARY and n_out != 1):
-        raise ModelFileError(f"{path}: classes has shape {classes.shape} but a {kind} model with "
-                             f"{n_out} output(s) needs ({expect},)")
+        raise ModelFileError(
+            f"{path}: classes has shape {classes.shape} but a {kind} model with "
+            f"{n_out} output(s) needs ({expect},)"
+        )
     if kind == MULTICLASS and n_out < 3:
         raise ModelFileError(f"{path}: a multiclass model needs at least 3 outputs; it has {n_out}")
     if state.n_iter != len(state.loss_curve):
-        raise ModelFileError(f"{path}: train_state has n_iter={state.n_iter} but "
-                             f"{len(state.loss_curve)} loss values")
+        raise ModelFileError(
+            f"{path}: train_state has n_iter={state.n_iter} but {len(state.loss_curve)} loss values"
+        )
     clf._commit(net, opt, state, kind, classes, early=early)
     return clf

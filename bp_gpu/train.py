@@ -117,7 +117,7 @@ def _is_cupy(xp: Any) -> bool:
 
 
 def choose_placement(engine: Any, nbytes: int, placement: str = "auto") -> str:
-    """"device" or "stream" for data of ``nbytes`` on this engine (see the module docstring)."""
+    """ "device" or "stream" for data of ``nbytes`` on this engine (see the module docstring)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
     if placement != "auto":
@@ -162,13 +162,18 @@ class StreamedBatches:
             # Pinned memory makes the copy truly asynchronous; the event of each staging buffer
             # marks when its last copy finished, so it is only overwritten after that.
             self.staging = [
-                (cupyx.empty_pinned(self.Xb.shape, X.dtype), cupyx.empty_pinned(self.Tb.shape, T.dtype),
-                 xp.cuda.Event())
+                (
+                    cupyx.empty_pinned(self.Xb.shape, X.dtype),
+                    cupyx.empty_pinned(self.Tb.shape, T.dtype),
+                    xp.cuda.Event(),
+                )
                 for _ in range(2)
             ]
         else:
-            self.staging = [(np.empty(self.Xb.shape, X.dtype), np.empty(self.Tb.shape, T.dtype), None)
-                            for _ in range(2)]
+            self.staging = [
+                (np.empty(self.Xb.shape, X.dtype), np.empty(self.Tb.shape, T.dtype), None)
+                for _ in range(2)
+            ]
         self.turn = 0
 
     def start_epoch(self, order: np.ndarray) -> None:
@@ -202,8 +207,16 @@ def make_batches(engine: Any, X: Any, T: Any, batch_size: int, placement: str = 
     return cls(engine.xp, X, T, min(batch_size, X.shape[0]))
 
 
-def run_epoch(engine: Any, optimizer: Any, batches: Any, order: np.ndarray, positive_class: int,
-              batch_size: int, acc: Any, on_batch: Callable[[int], None] | None = None) -> float:
+def run_epoch(
+    engine: Any,
+    optimizer: Any,
+    batches: Any,
+    order: np.ndarray,
+    positive_class: int,
+    batch_size: int,
+    acc: Any,
+    on_batch: Callable[[int], None] | None = None,
+) -> float:
     """One pass over ``order`` in batches; returns the mean training loss (the epoch's one sync).
 
     ``acc`` (1,) float64 on the device accumulates sum over batches of B * (mean batch loss).
@@ -298,7 +311,9 @@ def train(
         for _ in range(epochs):
             t0 = time.perf_counter()
             order = state.rng.permutation(n)
-            loss = run_epoch(engine, optimizer, batches, order, positive_class, batch_size, acc, on_batch)
+            loss = run_epoch(
+                engine, optimizer, batches, order, positive_class, batch_size, acc, on_batch
+            )
             epoch = state.n_iter + 1
             if not np.isfinite(loss):
                 raise TrainingDivergedError(
@@ -316,7 +331,9 @@ def train(
                     state.best_validation_score = score
                     best.capture(state)
                 # scikit-learn's rule: an epoch without a gain of at least tol counts against it.
-                state.no_improvement = 0 if prev is None or score >= prev + tol else state.no_improvement + 1
+                state.no_improvement = (
+                    0 if prev is None or score >= prev + tol else state.no_improvement + 1
+                )
                 stop = state.no_improvement >= n_iter_no_change
             k = 1 - good
             snaps[k].capture(state)
@@ -325,12 +342,23 @@ def train(
                 extra = "" if score is None else f", validation score = {score:.6f}"
                 print(f"Epoch {epoch}, loss = {loss:.8f}{extra}")
             if monitor is not None and hasattr(monitor, "on_epoch"):
-                monitor.on_epoch(EpochInfo(epoch, first + epochs, loss, score, time.perf_counter() - t0,
-                                           n, make_view or (lambda: None)))
+                monitor.on_epoch(
+                    EpochInfo(
+                        epoch,
+                        first + epochs,
+                        loss,
+                        score,
+                        time.perf_counter() - t0,
+                        n,
+                        make_view or (lambda: None),
+                    )
+                )
             if stop:
                 if verbose:
-                    print(f"Validation score did not improve more than tol={tol} for "
-                          f"{n_iter_no_change} consecutive epochs. Stopping.")
+                    print(
+                        f"Validation score did not improve more than tol={tol} for "
+                        f"{n_iter_no_change} consecutive epochs. Stopping."
+                    )
                 break
     except KeyboardInterrupt:
         snaps[good].restore(state)

@@ -63,12 +63,21 @@ def _assert_same_model(a, b):
 # -- accuracy on real data, and agreement with scikit-learn ----------------------------------------
 def test_breast_cancer_accuracy_close_to_sklearn(cancer):
     Xtr, Xte, ytr, yte = cancer
-    ours = MLPClassifier((16,), optimizer="adam", learning_rate=0.01, batch_size=32, epochs=40, backend="cpu",
-                         seed=0).fit(Xtr, ytr)
+    ours = MLPClassifier(
+        (16,), optimizer="adam", learning_rate=0.01, batch_size=32, epochs=40, backend="cpu", seed=0
+    ).fit(Xtr, ytr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: a fixed epoch budget on purpose
-        sk = SkMLP((16,), activation="logistic", solver="adam", learning_rate_init=0.01, batch_size=32,
-                   max_iter=40, alpha=0.0, random_state=0).fit(Xtr, ytr)
+        sk = SkMLP(
+            (16,),
+            activation="logistic",
+            solver="adam",
+            learning_rate_init=0.01,
+            batch_size=32,
+            max_iter=40,
+            alpha=0.0,
+            random_state=0,
+        ).fit(Xtr, ytr)
     acc, sk_acc = ours.score(Xte, yte), sk.score(Xte, yte)
     assert acc >= 0.95
     assert abs(acc - sk_acc) <= 0.03
@@ -77,7 +86,9 @@ def test_breast_cancer_accuracy_close_to_sklearn(cancer):
 
 def test_digits_accuracy(digits):
     Xtr, Xte, ytr, yte = digits
-    clf = MLPClassifier((32,), learning_rate=0.01, batch_size=64, epochs=25, backend="cpu", seed=0).fit(Xtr, ytr)
+    clf = MLPClassifier(
+        (32,), learning_rate=0.01, batch_size=64, epochs=25, backend="cpu", seed=0
+    ).fit(Xtr, ytr)
     assert clf.score(Xte, yte) >= 0.93
     P = clf.predict_proba(Xte)
     assert P.shape == (len(Xte), 10)
@@ -90,10 +101,28 @@ def test_full_batch_sgd_matches_sklearn_step_for_step(cancer):
     # five steps agree to float64 rounding, and so do the losses (sklearn's includes the penalty).
     X, _, y, _ = cancer
     n, lr, alpha = len(X), 0.5, 0.3
-    ours = MLPClassifier((7,), optimizer="sgd", learning_rate=lr, batch_size=n, epochs=1, weight_decay=alpha / n,
-                         dtype="float64", backend="cpu", seed=3).fit(X, y)
-    sk = SkMLP((7,), activation="logistic", solver="sgd", learning_rate_init=lr, momentum=0.0, batch_size=n,
-               alpha=alpha, shuffle=False, random_state=0)
+    ours = MLPClassifier(
+        (7,),
+        optimizer="sgd",
+        learning_rate=lr,
+        batch_size=n,
+        epochs=1,
+        weight_decay=alpha / n,
+        dtype="float64",
+        backend="cpu",
+        seed=3,
+    ).fit(X, y)
+    sk = SkMLP(
+        (7,),
+        activation="logistic",
+        solver="sgd",
+        learning_rate_init=lr,
+        momentum=0.0,
+        batch_size=n,
+        alpha=alpha,
+        shuffle=False,
+        random_state=0,
+    )
     sk.partial_fit(X, y, classes=[0, 1])  # builds its network; then it gets ours
     for i, (W, b) in enumerate(ours.net_.get_weights()):
         sk.coefs_[i][...] = W.T
@@ -179,7 +208,12 @@ def test_bad_targets(rng, y, match):
         ("dtype", "float16", ValueError, "dtype must be 'float32' or 'float64'"),
         ("backend", "tpu", ValueError, "backend must be one of"),
         ("seed", -1, ValueError, "seed must be >= 0"),
-        ("validation_fraction", 1.0, ValueError, r"validation_fraction must be finite and in \(0, 1\)"),
+        (
+            "validation_fraction",
+            1.0,
+            ValueError,
+            r"validation_fraction must be finite and in \(0, 1\)",
+        ),
         ("n_iter_no_change", 0, ValueError, "n_iter_no_change must be >= 1"),
         ("tol", -1.0, ValueError, "tol must be finite"),
         ("early_stopping", "yes", TypeError, "early_stopping must be a bool"),
@@ -212,7 +246,9 @@ def test_sklearn_estimator_checks():
         MLPClassifier(hidden_layer_sizes=(5,), epochs=3, backend="cpu", seed=0),
         expected_failed_checks={"check_classifiers_train": "3 epochs: checked with 30 below"},
     )
-    est = MLPClassifier(hidden_layer_sizes=(8,), epochs=30, learning_rate=0.05, batch_size=64, backend="cpu", seed=0)
+    est = MLPClassifier(
+        hidden_layer_sizes=(8,), epochs=30, learning_rate=0.05, batch_size=64, backend="cpu", seed=0
+    )
     check_classifiers_train("MLPClassifier", est)
 
 
@@ -262,8 +298,8 @@ try:
 except ValueError as e:
     assert "Invalid parameter 'epoch'" in str(e)
 assert repr(clf).startswith("MLPClassifier(") and "epochs=3" in repr(clf)
-clf.save({str(tmp_path / 'm.npz')!r})
-assert (bp_gpu.load({str(tmp_path / 'm.npz')!r}).predict(X) == clf.predict(X)).all()
+clf.save({str(tmp_path / "m.npz")!r})
+assert (bp_gpu.load({str(tmp_path / "m.npz")!r}).predict(X) == clf.predict(X)).all()
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -341,18 +377,26 @@ def test_failed_fit_leaves_fitted_model_unchanged(rng):
 @pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_divergent_partial_fit_rolls_back(rng):
     X, y = _small(rng)
-    clf = MLPClassifier(epochs=2, **{**KW, "optimizer": "sgd", "dtype": "float64", "batch_size": 10}).fit(X, y)
+    clf = MLPClassifier(
+        epochs=2, **{**KW, "optimizer": "sgd", "dtype": "float64", "batch_size": 10}
+    ).fit(X, y)
     before = [w.copy() for w in _weights(clf)]
     clf.set_params(learning_rate=1e308)
     with pytest.raises(TrainingDivergedError, match="the mean loss of epoch 3"):
         clf.partial_fit(X, y)
-    assert clf.n_iter_ == 2 and clf._optimizer.learning_rate == 0.05 and clf._optimizer.step_count == 14
+    assert (
+        clf.n_iter_ == 2
+        and clf._optimizer.learning_rate == 0.05
+        and clf._optimizer.step_count == 14
+    )
     for a, b in zip(before, _weights(clf)):
         np.testing.assert_array_equal(a, b)
     # and it trains on from there exactly as if the failed call had never happened
     clf.set_params(learning_rate=0.05)
     clf.partial_fit(X, y)
-    ref = MLPClassifier(epochs=3, **{**KW, "optimizer": "sgd", "dtype": "float64", "batch_size": 10}).fit(X, y)
+    ref = MLPClassifier(
+        epochs=3, **{**KW, "optimizer": "sgd", "dtype": "float64", "batch_size": 10}
+    ).fit(X, y)
     _assert_same_model(clf, ref)
 
 
@@ -389,7 +433,13 @@ def test_early_stopping_keeps_the_best_epoch(rng):
         def on_epoch(self, info):
             seen.append((info.validation_score, [w.copy() for w in _weights(info.model())]))
 
-    kw = {**KW, "early_stopping": True, "n_iter_no_change": 3, "validation_fraction": 0.25, "tol": 0.0}
+    kw = {
+        **KW,
+        "early_stopping": True,
+        "n_iter_no_change": 3,
+        "validation_fraction": 0.25,
+        "tol": 0.0,
+    }
     clf = MLPClassifier(epochs=200, **kw).fit(X, y, monitor=Record())
     assert clf.n_iter_ < 200 and len(clf.validation_scores_) == clf.n_iter_ == len(seen)
     assert clf.best_validation_score_ == max(clf.validation_scores_)

@@ -13,8 +13,13 @@ pytest.importorskip("sklearn")  # the demo's datasets and baselines
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bp_gpu.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "bp_gpu.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def _ok(r):
@@ -57,8 +62,16 @@ def test_help_everywhere():
 def test_demo_prints_accuracy_baselines_backend_and_writes_png(tmp_path):
     r = _ok(cli("demo", "--epochs", 3, "--backend", "cpu", "--plot", tmp_path / "c.png"))
     out = r.stdout
-    for text in ("breast_cancer", "test accuracy:", "bp_gpu MLP", "logistic regression", "majority class",
-                 "backend: cpu", "samples/s", f"training curves: {tmp_path / 'c.png'}"):
+    for text in (
+        "breast_cancer",
+        "test accuracy:",
+        "bp_gpu MLP",
+        "logistic regression",
+        "majority class",
+        "backend: cpu",
+        "samples/s",
+        f"training curves: {tmp_path / 'c.png'}",
+    ):
         assert text in out, out
     acc = float(next(line for line in out.splitlines() if "bp_gpu MLP" in line).split()[-1])
     assert acc > 0.85
@@ -68,26 +81,60 @@ def test_demo_prints_accuracy_baselines_backend_and_writes_png(tmp_path):
 
 def test_train_then_predict_csv(tmp_path, table):
     d, X, y = table
-    r = _ok(cli("train", d / "train.csv", "--target", "label", "--hidden", "8", "--epochs", 20,
-                "--batch-size", 16, "--learning-rate", 0.1, "--backend", "cpu", "--out", tmp_path / "m.npz",
-                "--plot", tmp_path / "curves.png"))
+    r = _ok(
+        cli(
+            "train",
+            d / "train.csv",
+            "--target",
+            "label",
+            "--hidden",
+            "8",
+            "--epochs",
+            20,
+            "--batch-size",
+            16,
+            "--learning-rate",
+            0.1,
+            "--backend",
+            "cpu",
+            "--out",
+            tmp_path / "m.npz",
+            "--plot",
+            tmp_path / "curves.png",
+        )
+    )
     assert "trained 20 epoch(s)" in r.stdout and f"saved {tmp_path / 'm.npz'}" in r.stdout
     assert (tmp_path / "curves.png").exists()
     model = bp_gpu.load(tmp_path / "m.npz")
     assert list(model.classes_) == ["no", "yes"] and model.n_iter_ == 20
 
-    r = _ok(cli("predict", tmp_path / "m.npz", d / "train.csv", "--target", "label", "--proba",
-                "--out", tmp_path / "p.csv"))
+    r = _ok(
+        cli(
+            "predict",
+            tmp_path / "m.npz",
+            d / "train.csv",
+            "--target",
+            "label",
+            "--proba",
+            "--out",
+            tmp_path / "p.csv",
+        )
+    )
     acc = float(r.stderr.split()[1])
     assert r.stderr.startswith("accuracy ") and acc > 0.9
     rows = list(csv.reader(open(tmp_path / "p.csv")))
     assert rows[0] == ["prediction", "proba_no", "proba_yes"] and len(rows) == 91
     expect = model.predict(X)
     assert [row[0] for row in rows[1:]] == list(expect)
-    np.testing.assert_allclose([[float(v) for v in row[1:]] for row in rows[1:]], model.predict_proba(X))
+    np.testing.assert_allclose(
+        [[float(v) for v in row[1:]] for row in rows[1:]], model.predict_proba(X)
+    )
 
-    _one_line_error(cli("predict", tmp_path / "m.npz", d / "train.npy"), "has 4 feature columns but the model "
-                    "expects 3; if one column is the label, name it with --target")
+    _one_line_error(
+        cli("predict", tmp_path / "m.npz", d / "train.npy"),
+        "has 4 feature columns but the model "
+        "expects 3; if one column is the label, name it with --target",
+    )
 
 
 def test_train_npy_and_npz_predict_to_stdout(tmp_path, table):
@@ -97,7 +144,9 @@ def test_train_npy_and_npz_predict_to_stdout(tmp_path, table):
     _ok(cli("train", d / "train.npz", "--target", "y", "--out", tmp_path / "b.npz", *common))
     a, b = bp_gpu.load(tmp_path / "a.npz"), bp_gpu.load(tmp_path / "b.npz")
     assert a.net_.layer_sizes == (3, 1) and list(a.classes_) == [0, 1]
-    np.testing.assert_array_equal(a.net_.get_weights()[0][0], b.net_.get_weights()[0][0])  # same data, seed
+    np.testing.assert_array_equal(
+        a.net_.get_weights()[0][0], b.net_.get_weights()[0][0]
+    )  # same data, seed
     r = _ok(cli("predict", tmp_path / "b.npz", d / "train.npz"))
     lines = r.stdout.splitlines()
     assert lines[0] == "prediction" and [int(v) for v in lines[1:]] == list(b.predict(X))
@@ -105,19 +154,65 @@ def test_train_npy_and_npz_predict_to_stdout(tmp_path, table):
 
 def test_resume_from_checkpoint_equals_one_run(tmp_path, table):
     d = table[0]
-    common = ["--target", "label", "--hidden", "5", "--batch-size", 16, "--backend", "cpu", "--optimizer", "momentum"]
+    common = [
+        "--target",
+        "label",
+        "--hidden",
+        "5",
+        "--batch-size",
+        16,
+        "--backend",
+        "cpu",
+        "--optimizer",
+        "momentum",
+    ]
     _ok(cli("train", d / "train.csv", *common, "--epochs", 4, "--out", tmp_path / "full.npz"))
-    _ok(cli("train", d / "train.csv", *common, "--epochs", 2, "--checkpoint-every", 1, "--out", tmp_path / "ck.npz"))
-    r = _ok(cli("train", d / "train.csv", "--target", "label", "--resume", tmp_path / "ck.npz", "--epochs", 4,
-                "--out", tmp_path / "ck.npz"))
+    _ok(
+        cli(
+            "train",
+            d / "train.csv",
+            *common,
+            "--epochs",
+            2,
+            "--checkpoint-every",
+            1,
+            "--out",
+            tmp_path / "ck.npz",
+        )
+    )
+    r = _ok(
+        cli(
+            "train",
+            d / "train.csv",
+            "--target",
+            "label",
+            "--resume",
+            tmp_path / "ck.npz",
+            "--epochs",
+            4,
+            "--out",
+            tmp_path / "ck.npz",
+        )
+    )
     assert "trained 2 epoch(s) (4 in total)" in r.stdout
     full, resumed = bp_gpu.load(tmp_path / "full.npz"), bp_gpu.load(tmp_path / "ck.npz")
     for (W1, b1), (W2, b2) in zip(full.net_.get_weights(), resumed.net_.get_weights()):
         np.testing.assert_array_equal(W1, W2)
         np.testing.assert_array_equal(b1, b2)
     assert full.loss_curve_ == resumed.loss_curve_
-    _one_line_error(cli("train", d / "train.csv", "--target", "label", "--resume", tmp_path / "ck.npz",
-                        "--epochs", 4), "already trained 4 epochs")
+    _one_line_error(
+        cli(
+            "train",
+            d / "train.csv",
+            "--target",
+            "label",
+            "--resume",
+            tmp_path / "ck.npz",
+            "--epochs",
+            4,
+        ),
+        "already trained 4 epochs",
+    )
 
 
 def test_checkpoints_are_written_as_training_goes(tmp_path, table):
@@ -141,12 +236,29 @@ def test_checkpoints_are_written_as_training_goes(tmp_path, table):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["train", "nope.csv", "--target", "y"], ["bp-gpu train: error:", "nope.csv: no such file"]),
+        (
+            ["train", "nope.csv", "--target", "y"],
+            ["bp-gpu train: error:", "nope.csv: no such file"],
+        ),
         (["train", "{d}/train.csv", "--target", "colour"], ["no column named 'colour'"]),
         (["train", "{d}/train.npz", "--target", "label"], ["no array named 'label'"]),
-        (["train", "{d}/train.csv", "--target", "label", "--learning-rate", "-1", "--epochs", "1"],
-         ["learning_rate must be finite and in (0, inf]"]),
-        (["predict", "{d}/train.csv", "{d}/train.csv"], ["bp-gpu predict: error:", "not a bp_gpu model file"]),
+        (
+            [
+                "train",
+                "{d}/train.csv",
+                "--target",
+                "label",
+                "--learning-rate",
+                "-1",
+                "--epochs",
+                "1",
+            ],
+            ["learning_rate must be finite and in (0, inf]"],
+        ),
+        (
+            ["predict", "{d}/train.csv", "{d}/train.csv"],
+            ["bp-gpu predict: error:", "not a bp_gpu model file"],
+        ),
     ],
 )
 def test_errors_are_one_line(table, args, fragments):
@@ -156,7 +268,10 @@ def test_errors_are_one_line(table, args, fragments):
 
 def test_non_numeric_feature_is_located(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b,label\n1,2,x\n3,oops,y\n")
-    _one_line_error(cli("train", tmp_path / "bad.csv", "--target", "label"), "line 3, column 'b': 'oops' is not a number")
+    _one_line_error(
+        cli("train", tmp_path / "bad.csv", "--target", "label"),
+        "line 3, column 'b': 'oops' is not a number",
+    )
 
 
 def test_bad_option_values_are_usage_errors(table):

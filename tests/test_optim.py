@@ -27,7 +27,9 @@ def _steps(e, opt, rng, n=4):
     return gs
 
 
-@pytest.mark.parametrize("kind, m_size, v_size", [("sgd", 0, 0), ("momentum", 26, 0), ("adam", 26, 26)])
+@pytest.mark.parametrize(
+    "kind, m_size, v_size", [("sgd", 0, 0), ("momentum", 26, 0), ("adam", 26, 26)]
+)
 def test_state_buffers_are_sized_by_kind(kind, m_size, v_size):
     e = make_engine("cpu", SIZES, np.dtype(np.float32))
     opt = Optimizer(e, kind, 0.1)
@@ -42,7 +44,9 @@ def test_sgd_with_weight_decay_on_weights_only(rng):
     g = _steps(e, opt, rng, n=1)[0]
     nw = e.n_weights
     np.testing.assert_allclose(e.params[:nw], p0[:nw] - 0.1 * (g[:nw] + 0.01 * p0[:nw]), rtol=1e-14)
-    np.testing.assert_allclose(e.params[nw:], p0[nw:] - 0.1 * g[nw:], rtol=1e-14)  # biases: no decay
+    np.testing.assert_allclose(
+        e.params[nw:], p0[nw:] - 0.1 * g[nw:], rtol=1e-14
+    )  # biases: no decay
 
 
 def test_momentum_equals_sklearn_velocity_form(rng):
@@ -95,5 +99,7 @@ def test_load_state_roundtrip_and_errors(rng):
 
 
 def test_unknown_kind_is_rejected(rng):
-    with pytest.raises(ValueError, match="optimizer must be one of 'sgd', 'momentum', 'adam'; got 'rmsprop'"):
+    with pytest.raises(
+        ValueError, match="optimizer must be one of 'sgd', 'momentum', 'adam'; got 'rmsprop'"
+    ):
         Optimizer(_engine(rng), "rmsprop", 0.1)

@@ -103,9 +103,25 @@ def test_documented_keys(tmp_path, fitted):
         keys = set(f.files)
         meta = json.loads(str(f["meta"]))
         assert str(f["format"]) == FORMAT_NAME and int(f["format_version"]) == 1
-    assert keys == {"format", "format_version", "meta", "classes", "W_1", "b_1", "W_2", "b_2", "W_3", "b_3",
-                    "optimizer_m", "optimizer_v"}
-    assert meta["layer_sizes"] == [5, 6, 4, 1] and meta["positive_class"] == 1 and meta["dtype"] == "float32"
+    assert keys == {
+        "format",
+        "format_version",
+        "meta",
+        "classes",
+        "W_1",
+        "b_1",
+        "W_2",
+        "b_2",
+        "W_3",
+        "b_3",
+        "optimizer_m",
+        "optimizer_v",
+    }
+    assert (
+        meta["layer_sizes"] == [5, 6, 4, 1]
+        and meta["positive_class"] == 1
+        and meta["dtype"] == "float32"
+    )
     assert meta["label_kind"] == "binary" and meta["optimizer"]["kind"] == "adam"
     assert meta["hyperparameters"]["hidden_layer_sizes"] == [6, 4]
 
@@ -163,7 +179,9 @@ def test_foreign_files(tmp_path):
 
 def test_pickled_content_is_refused_without_running_it(tmp_path):
     # An object array needs pickle to load; with allow_pickle=False it is never unpickled.
-    np.savez(tmp_path / "evil.npz", format=np.array(FORMAT_NAME), meta=np.array([{"x": 1}], dtype=object))
+    np.savez(
+        tmp_path / "evil.npz", format=np.array(FORMAT_NAME), meta=np.array([{"x": 1}], dtype=object)
+    )
     with pytest.raises(ModelFileError, match="not a bp_gpu model file"):
         bp_gpu.load(tmp_path / "evil.npz")
 
@@ -172,16 +190,32 @@ def test_pickled_content_is_refused_without_running_it(tmp_path):
     "change, match",
     [
         (lambda a: a.update(format=np.array("something.else")), "not a bp_gpu model file"),
-        (lambda a: a.update(format_version=np.array(2)), "format version 2 is not supported.*newer"),
+        (
+            lambda a: a.update(format_version=np.array(2)),
+            "format version 2 is not supported.*newer",
+        ),
         (lambda a: a.pop("W_2"), "the array 'W_2' is missing"),
-        (lambda a: a.update(W_2=a["W_2"][:, :-1]), r"weights\[1\]\[0\] \(W\) must have shape \(4, 6\)"),
+        (
+            lambda a: a.update(W_2=a["W_2"][:, :-1]),
+            r"weights\[1\]\[0\] \(W\) must have shape \(4, 6\)",
+        ),
         (lambda a: a.update(W_1=a["W_1"].astype(np.float64)), "W_1/b_1 have dtype float64/float32"),
         (lambda a: a["b_3"].__setitem__(0, np.nan), r"weights\[2\]\[1\]\[0\] is NaN"),
         (lambda a: a.update(meta=np.array("{not json")), "the 'meta' record is malformed"),
-        (lambda a: a.update(optimizer_v=a["optimizer_v"][:5]), r"optimizer state v has shape \(5,\)"),
-        (lambda a: a.update(classes=np.array([0, 1, 2])), r"classes has shape \(3,\) but a binary model"),
-        (lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(a["meta"])), "label_kind": "ranking"}))),
-         "label_kind 'ranking'"),
+        (
+            lambda a: a.update(optimizer_v=a["optimizer_v"][:5]),
+            r"optimizer state v has shape \(5,\)",
+        ),
+        (
+            lambda a: a.update(classes=np.array([0, 1, 2])),
+            r"classes has shape \(3,\) but a binary model",
+        ),
+        (
+            lambda a: a.update(
+                meta=np.array(json.dumps({**json.loads(str(a["meta"])), "label_kind": "ranking"}))
+            ),
+            "label_kind 'ranking'",
+        ),
     ],
 )
 def test_damaged_contents_are_named(tmp_path, saved, change, match):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any
 
 import numpy as np
 
@@ -78,7 +77,9 @@ def _read_csv(path: str, target: str | None) -> tuple[np.ndarray, np.ndarray | N
             except ValueError:
                 name = repr(header[c]) if header is not None else str(c)
                 line = r + (2 if header is not None else 1)
-                raise CLIError(f"{path}: line {line}, column {name}: {row[c]!r} is not a number") from None
+                raise CLIError(
+                    f"{path}: line {line}, column {name}: {row[c]!r} is not a number"
+                ) from None
     y = None if t is None else _labels([row[t].strip() for row in rows])
     return X, y
 
@@ -89,7 +90,9 @@ def _int_like(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def read_table(path: str, target: str | None, features: str = "X") -> tuple[np.ndarray, np.ndarray | None]:
+def read_table(
+    path: str, target: str | None, features: str = "X"
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(X (n, d) float64, y (n,) or None) from a data file; errors name the file and the problem."""
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no such file")
@@ -100,7 +103,9 @@ def read_table(path: str, target: str | None, features: str = "X") -> tuple[np.n
         except ValueError as exc:
             raise CLIError(f"{path}: not a readable .npy array ({exc})") from None
         if a.ndim != 2 or a.dtype.kind not in "biuf":
-            raise CLIError(f"{path}: expected a 2-D numeric array; got shape {a.shape}, dtype {a.dtype}")
+            raise CLIError(
+                f"{path}: expected a 2-D numeric array; got shape {a.shape}, dtype {a.dtype}"
+            )
         if target is None:
             return a.astype(np.float64), None
         t = _target_index(target, None, a.shape[1], path)
@@ -112,13 +117,19 @@ def read_table(path: str, target: str | None, features: str = "X") -> tuple[np.n
         except Exception as exc:  # BadZipFile, pickled members, truncation: all mean "unreadable"
             raise CLIError(f"{path}: not a readable .npz archive ({exc})") from None
         if features not in arrays:
-            raise CLIError(f"{path}: no array named {features!r} (arrays: {sorted(arrays)}); use --features")
+            raise CLIError(
+                f"{path}: no array named {features!r} (arrays: {sorted(arrays)}); use --features"
+            )
         X = arrays[features]
         if X.ndim != 2 or X.dtype.kind not in "biuf":
-            raise CLIError(f"{path}: {features!r} must be a 2-D numeric array; got shape {X.shape}, dtype {X.dtype}")
+            raise CLIError(
+                f"{path}: {features!r} must be a 2-D numeric array; got shape {X.shape}, dtype {X.dtype}"
+            )
         if target is None:
             return X.astype(np.float64), None
         if target not in arrays:
-            raise CLIError(f"{path}: no array named {target!r} for --target (arrays: {sorted(arrays)})")
+            raise CLIError(
+                f"{path}: no array named {target!r} for --target (arrays: {sorted(arrays)})"
+            )
         return X.astype(np.float64), _int_like(arrays[target])
     return _read_csv(path, target)

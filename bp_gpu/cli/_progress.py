@@ -20,9 +20,16 @@ class ProgressMonitor:
     (the demo uses it to score the held-out set).
     """
 
-    def __init__(self, n_samples: int, total_epochs: int, *, quiet: bool = False, desc: str = "training",
-                 checkpoint: tuple[str, int] | None = None,
-                 on_epoch_extra: Callable[[EpochInfo], None] | None = None) -> None:
+    def __init__(
+        self,
+        n_samples: int,
+        total_epochs: int,
+        *,
+        quiet: bool = False,
+        desc: str = "training",
+        checkpoint: tuple[str, int] | None = None,
+        on_epoch_extra: Callable[[EpochInfo], None] | None = None,
+    ) -> None:
         self.bar: Any = None
         self.checkpoint = checkpoint
         self.on_epoch_extra = on_epoch_extra
@@ -31,10 +38,20 @@ class ProgressMonitor:
             try:
                 from tqdm.auto import tqdm
             except ImportError:
-                print("(no progress bar: tqdm is not installed; pip install 'bp_gpu[train]')", file=sys.stderr)
+                print(
+                    "(no progress bar: tqdm is not installed; pip install 'bp_gpu[train]')",
+                    file=sys.stderr,
+                )
             else:
-                self.bar = tqdm(total=n_samples * total_epochs, unit="sample", unit_scale=True, desc=desc,
-                                file=sys.stderr, dynamic_ncols=True, leave=True)
+                self.bar = tqdm(
+                    total=n_samples * total_epochs,
+                    unit="sample",
+                    unit_scale=True,
+                    desc=desc,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
 
     def on_batch(self, n_rows: int) -> None:
         if self.bar is not None:
@@ -58,7 +75,9 @@ class ProgressMonitor:
             self.bar = None
 
 
-def save_curves(path: str, loss: list[float], score: list[float] | None, score_label: str, title: str) -> None:
+def save_curves(
+    path: str, loss: list[float], score: list[float] | None, score_label: str, title: str
+) -> None:
     """PNG of the loss per epoch (left) and, if given, an accuracy per epoch (right); Agg backend."""
     try:
         import matplotlib

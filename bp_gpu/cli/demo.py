@@ -21,14 +21,28 @@ DATASETS = ("breast_cancer", "digits")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train on a bundled dataset, compare with baselines, plot curves",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, default="breast_cancer",
-                   help="scikit-learn's bundled breast-cancer (binary) or digits (10 classes) data")
+    p = sub.add_parser(
+        "demo",
+        help="train on a bundled dataset, compare with baselines, plot curves",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="breast_cancer",
+        help="scikit-learn's bundled breast-cancer (binary) or digits (10 classes) data",
+    )
     add_model_options(p, hidden="32", epochs=60, batch_size=32, learning_rate=0.01)
-    p.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
-    p.add_argument("--plot", default="bp_gpu_demo.png", metavar="PNG",
-                   help="training curves image (default bp_gpu_demo.png)")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)"
+    )
+    p.add_argument(
+        "--plot",
+        default="bp_gpu_demo.png",
+        metavar="PNG",
+        help="training curves image (default bp_gpu_demo.png)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not write the image")
     p.set_defaults(func=run)
 
@@ -39,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import train_test_split
     except ImportError:
-        raise CLIError("the demo needs scikit-learn (its bundled datasets): pip install 'bp_gpu[train]'") from None
+        raise CLIError(
+            "the demo needs scikit-learn (its bundled datasets): pip install 'bp_gpu[train]'"
+        ) from None
     from ..classifier import MLPClassifier
     from ._progress import ProgressMonitor, save_curves
 
@@ -47,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     data = getattr(datasets, f"load_{args.dataset}")()
     X, y = data.data.astype(np.float64), data.target
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_fraction, random_state=args.seed, stratify=y)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, test_size=args.test_fraction, random_state=args.seed, stratify=y
+    )
     mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
     std[std == 0] = 1.0  # constant pixels in digits: leave them at 0 rather than divide by 0
     Xtr, Xte = (Xtr - mean) / std, (Xte - mean) / std
@@ -57,15 +75,30 @@ def run(args: argparse.Namespace) -> int:
     logreg = float(LogisticRegression(max_iter=2000).fit(Xtr, ytr).score(Xte, yte))
 
     clf = MLPClassifier(
-        hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
-        momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs,
-        weight_decay=args.weight_decay, dtype=args.dtype, backend=args.backend, seed=args.seed,
+        hidden_layer_sizes=args.hidden,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        weight_decay=args.weight_decay,
+        dtype=args.dtype,
+        backend=args.backend,
+        seed=args.seed,
     )
-    print(f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
-          f"{len(Xtr)} train / {len(Xte)} test, standardised", flush=True)
+    print(
+        f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
+        f"{len(Xtr)} train / {len(Xte)} test, standardised",
+        flush=True,
+    )
     test_acc: list[float] = []
-    monitor = ProgressMonitor(len(Xtr), args.epochs, quiet=args.quiet, desc=f"demo {args.dataset}",
-                              on_epoch_extra=lambda info: test_acc.append(info.model().score(Xte, yte)))
+    monitor = ProgressMonitor(
+        len(Xtr),
+        args.epochs,
+        quiet=args.quiet,
+        desc=f"demo {args.dataset}",
+        on_epoch_extra=lambda info: test_acc.append(info.model().score(Xte, yte)),
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -79,18 +112,27 @@ def run(args: argparse.Namespace) -> int:
     from ..backends import cuda_status
 
     where = "NumPy" if clf.net_.backend == "cpu" else cuda_status()[1]
-    print(f"network {list(clf.net_.layer_sizes)} (sigmoid units), {args.optimizer} lr={args.learning_rate:g}, "
-          f"batch {args.batch_size}, {args.dtype}")
+    print(
+        f"network {list(clf.net_.layer_sizes)} (sigmoid units), {args.optimizer} lr={args.learning_rate:g}, "
+        f"batch {args.batch_size}, {args.dtype}"
+    )
     print(f"backend: {clf.net_.backend} ({where})")
-    print(f"trained {clf.n_iter_} epochs in {seconds:.2f} s ({clf.n_iter_ * len(Xtr) / seconds:,.0f} samples/s, "
-          "including a test-set evaluation per epoch)")
+    print(
+        f"trained {clf.n_iter_} epochs in {seconds:.2f} s ({clf.n_iter_ * len(Xtr) / seconds:,.0f} samples/s, "
+        "including a test-set evaluation per epoch)"
+    )
     print(f"final training loss {clf.loss_curve_[-1]:.4f}")
     print("test accuracy:")
     print(f"  bp_gpu MLP            {clf.score(Xte, yte):.4f}")
     print(f"  logistic regression   {logreg:.4f}")
     print(f"  majority class        {majority:.4f}")
     if not args.no_plot:
-        save_curves(args.plot, clf.loss_curve_, test_acc, "test accuracy",
-                    f"bp-gpu demo: {args.dataset}, backend {clf.net_.backend}")
+        save_curves(
+            args.plot,
+            clf.loss_curve_,
+            test_acc,
+            "test accuracy",
+            f"bp-gpu demo: {args.dataset}, backend {clf.net_.backend}",
+        )
         print(f"training curves: {args.plot}")
     return 0

@@ -13,35 +13,53 @@ import io
 import os
 import sys
 
-import numpy as np
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict with a saved model", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="a model file written by 'bp-gpu train' or MLPClassifier.save")
+    p = sub.add_parser(
+        "predict",
+        help="predict with a saved model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model file written by 'bp-gpu train' or MLPClassifier.save",
+    )
     p.add_argument("data", metavar="DATA", help="features: .csv, .npy or .npz (as for train)")
-    p.add_argument("--target", metavar="COL", help="a label column/array in DATA: excluded from the "
-                                                  "features, and the accuracy is reported")
-    p.add_argument("--features", default="X", metavar="KEY", help=".npz only: the feature array (default X)")
+    p.add_argument(
+        "--target",
+        metavar="COL",
+        help="a label column/array in DATA: excluded from the "
+        "features, and the accuracy is reported",
+    )
+    p.add_argument(
+        "--features", default="X", metavar="KEY", help=".npz only: the feature array (default X)"
+    )
     p.add_argument("--out", metavar="PATH", help="write the CSV here instead of stdout")
     p.add_argument("--proba", action="store_true", help="add the class probabilities")
-    p.add_argument("--backend", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="where to run the model (default auto: cuda if usable)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where to run the model (default auto: cuda if usable)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..persistence import load
-    from ._data import read_table
     from . import CLIError
+    from ._data import read_table
 
     clf = load(args.model, backend=args.backend)
     X, y = read_table(args.data, args.target, args.features)
     if X.shape[1] != clf.n_features_in_:
         hint = "" if args.target else "; if one column is the label, name it with --target"
-        raise CLIError(f"{args.data} has {X.shape[1]} feature columns but the model expects "
-                       f"{clf.n_features_in_}{hint}")
+        raise CLIError(
+            f"{args.data} has {X.shape[1]} feature columns but the model expects "
+            f"{clf.n_features_in_}{hint}"
+        )
     pred = clf.predict(X)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

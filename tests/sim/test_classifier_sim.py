@@ -30,7 +30,9 @@ def _close(a, b, rtol):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("optimizer, k, positive_class", [("sgd", 2, 1), ("momentum", 3, 0), ("adam", 3, 1)])
+@pytest.mark.parametrize(
+    "optimizer, k, positive_class", [("sgd", 2, 1), ("momentum", 3, 0), ("adam", 3, 1)]
+)
 def test_cuda_and_cpu_fits_agree(rng, optimizer, k, positive_class):
     X, y = _data(rng, k)
     gpu, cpu = _pair(optimizer=optimizer, dtype="float64", positive_class=positive_class)
