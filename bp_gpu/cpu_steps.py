@@ -130,15 +130,16 @@ def output_loss_delta(
 @nb.njit(**_JIT)
 def _sigmoid_delta_backward(G, Z, db):
     B, O = G.shape  # G, Z (B, O); db (O,)
-    acc = np.zeros(O)  # float64 column sums: B float32 terms summed in float32 would lose digits
+    # Column sums accumulated row after row in db itself: the order (and precision) of NumPy's
+    # G.sum(axis=0), and no scratch buffer.
+    for j in range(O):
+        db[j] = 0
     for r in range(B):
         for j in range(O):
             z = Z[r, j]
             g = G[r, j] * (z - z * z)  # z (1 - z), no int literal (it would promote to float64)
             G[r, j] = g
-            acc[j] += g
-    for j in range(O):
-        db[j] = acc[j]
+            db[j] += g
 
 
 def sigmoid_delta_backward(G: np.ndarray, Z: np.ndarray, db: np.ndarray) -> None:

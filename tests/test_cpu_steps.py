@@ -1,0 +1,148 @@
+"""The CPU backend's Numba steps (``bp_gpu.cpu_steps``) against the NumPy spec (``steps_numpy``).
+
+Ragged shapes (1, primes, non-multiples of a 16-lane vector), float32 and float64, explicit
+tolerances: float32 allows a few ulps (the vectorized exp, a different operation order), float64
+allows rounding only. Extreme logits must stay finite and reach the right limits.
+"""
+
+import numpy as np
+import pytest
+
+from bp_gpu import cpu_steps as C
+from bp_gpu import steps_numpy as S
+
+SHAPES = [(1, 1), (7, 33), (257, 129), (1024, 17)]
+DTYPES = [np.float32, np.float64]
+# (rtol, atol) per dtype: values are O(1) probabilities, deltas and their sums over <= 1024 rows.
+TOL = {np.float32: (2e-6, 2e-6), np.float64: (1e-13, 1e-14)}
+
+
+def _close(actual, expected, dtype, scale=1.0):
+    rtol, atol = TOL[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bias_sigmoid_forward_matches_spec(rng, shape, dtype):
+    A = (rng.standard_normal(shape) * 6).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    ours, spec = A.copy(), A.copy()
+    C.bias_sigmoid_forward(ours, b)
+    S.bias_sigmoid_forward(spec, b)
+    assert ours.dtype == dtype
+    _close(ours, spec, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_sigmoid_forward_extreme_logits(dtype):
+    A = np.array([[-1e4, -100.0, -88.0, -20.0, 0.0, 20.0, 88.0, 100.0, 1e4]], dtype=dtype)
+    C.bias_sigmoid_forward(A, np.zeros(A.shape[1], dtype=dtype))
+    assert np.all(np.isfinite(A))
+    assert np.all((A >= 0) & (A <= 1))
+    assert A[0, 4] == 0.5 and A[0, -1] == 1.0 and A[0, 0] < 1e-37
+    np.testing.assert_allclose(A[0, 3], 1 / (1 + np.exp(20.0)), rtol=1e-6)  # relative, not absolute
+    assert np.all(np.diff(A[0]) >= 0)  # monotone through the clamp
+
+
+def test_bias_sigmoid_forward_float32_relative_accuracy(rng):
+    # Over the whole range where sigma is a normal float32, relative error about one ulp: the
+    # vectorized exp is not a rough approximation.
+    A = np.linspace(-87, 30, 100_003).astype(np.float32)[None, :]
+    exact = 1 / (1 + np.exp(-A.astype(np.float64)))
+    C.bias_sigmoid_forward(A, np.zeros(A.shape[1], dtype=np.float32))
+    assert np.max(np.abs(A - exact) / exact) < 4e-7
+
+
+def test_bias_sigmoid_forward_propagates_nan():
+    A = np.array([[np.nan, 1.0]], dtype=np.float32)
+    C.bias_sigmoid_forward(A, np.zeros(2, dtype=np.float32))
+    assert np.isnan(A[0, 0]) and np.isfinite(A[0, 1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("positive_class", [0, 1])
+def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
+    B, O = shape
+    A = (rng.standard_normal(shape) * 4).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    T = (rng.random(shape) < 0.5).astype(dtype)
+    outs = []
+    for steps in (C, S):
+        D, db, loss = np.full(shape, 7, dtype), np.full(O, 7, dtype), np.zeros(1)
+        A_in = A.copy()
+        steps.output_loss_delta(A_in, b, T, positive_class, 1.0 / B, D, db, loss)
+        np.testing.assert_array_equal(A_in, A)  # A is left as it was
+        outs.append((D, db, loss))
+    (D, db, loss), (D_s, db_s, loss_s) = outs
+    _close(D, D_s, dtype)
+    _close(db, db_s, dtype)
+    np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_loss_delta_extreme_logits(dtype):
+    A = np.array([[-1e4], [1e4], [-1e4], [1e4]], dtype=dtype)
+    T = np.array([[0], [1], [1], [0]], dtype=dtype)  # two right with certainty, two wrong
+    D, db, loss = np.zeros((4, 1), dtype), np.zeros(1, dtype), np.zeros(1)
+    C.output_loss_delta(A, np.zeros(1, dtype), T, 1, 1.0, D, db, loss)
+    assert np.all(np.isfinite(D)) and np.isfinite(loss[0])
+    np.testing.assert_array_equal(D[:, 0], np.array([0, 0, -1, 1], dtype=dtype))
+    np.testing.assert_allclose(loss[0], 2e4, rtol=1e-12)  # softplus(1e4) = 1e4, twice
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sigmoid_delta_backward_matches_spec(rng, shape, dtype):
+    G = rng.standard_normal(shape).astype(dtype)
+    Z = rng.random(shape).astype(dtype)
+    Z[0, 0] = 0.0  # saturated units must give exactly zero gradient
+    Z[-1, -1] = 1.0
+    ours, spec = G.copy(), G.copy()
+    db, db_s = np.full(shape[1], 7, dtype), np.full(shape[1], 7, dtype)
+    C.sigmoid_delta_backward(ours, Z, db)
+    S.sigmoid_delta_backward(spec, Z, db_s)
+    _close(ours, spec, dtype)
+    _close(db, db_s, dtype, scale=np.sqrt(shape[0]))
+    assert ours[0, 0] == 0 and ours[-1, -1] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", [C.SGD, C.MOMENTUM, C.ADAM])
+@pytest.mark.parametrize("P,n_weights", [(1, 1), (1, 0), (37, 29), (1031, 1000)])
+def test_optimizer_update_matches_spec(rng, dtype, kind, P, n_weights):
+    params = rng.standard_normal(P).astype(dtype)
+    grads = rng.standard_normal(P).astype(dtype)
+    m = rng.standard_normal(P).astype(dtype)
+    v = rng.random(P).astype(dtype)
+    hyper = dict(
+        n_weights=n_weights, lr=0.05, momentum=0.9, weight_decay=0.01, beta1=0.9, beta2=0.999,
+        eps=1e-8, bias_correction1=1 - 0.9**3, bias_correction2=1 - 0.999**3,
+    )
+    results = []
+    for steps in (C, S):
+        p, g, mm, vv = params.copy(), grads.copy(), m.copy(), v.copy()
+        steps.optimizer_update(kind, p, g, mm, vv, **hyper)
+        np.testing.assert_array_equal(g, grads)  # the gradient buffer is not modified
+        results.append((p, mm, vv))
+    for ours, spec in zip(*results):
+        _close(ours, spec, dtype)
+
+
+def test_optimizer_update_sgd_ignores_empty_state():
+    p = np.ones(5, np.float32)
+    C.optimizer_update(C.SGD, p, np.ones(5, np.float32), np.empty(0, np.float32),
+                       np.empty(0, np.float32), 3, 0.5, 0, 0.1, 0, 0, 0, 1, 1)
+    np.testing.assert_allclose(p, [0.45, 0.45, 0.45, 0.5, 0.5], rtol=1e-6)
+
+
+def test_optimizer_update_rejects_bad_input():
+    p = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="unknown optimizer code 7"):
+        C.optimizer_update(7, p, p.copy(), p.copy(), p.copy(), 4, 0.1, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
+    with pytest.raises(ValueError, match=r"m has shape \(0,\)"):
+        C.optimizer_update(C.ADAM, p, p.copy(), np.empty(0, np.float32), p.copy(), 4, 0.1, 0, 0,
+                           0.9, 0.999, 1e-8, 1, 1)
+    with pytest.raises(ValueError, match=r"grads has shape \(3,\)"):
+        C.optimizer_update(C.SGD, p, np.zeros(3, np.float32), p, p, 4, 0.1, 0, 0, 0, 0, 0, 1, 1)
