@@ -9,13 +9,46 @@ Parameter layout: one flat buffer ``params`` (P,) holding every weight matrix fi
 bias vector: ``[W_1 | W_2 | ... | W_L | b_1 | ... | b_L]``. ``layers[l]`` are views
 ``(W (N_l, N_{l-1}), b (N_l,))`` into it; ``grad_layers`` the same into ``grads``. Weights first
 means an optimizer step can apply weight decay to a prefix, one launch for every layer.
+
+Per-step host work is kept to the calls themselves: the views a step of ``B`` rows uses (buffer
+slices, reshapes, transposes) are built once per batch size and cached (``_plan``), because on a
+narrow network (``[28, 64, 64, 1]``, ~200 us per batch on the CPU) building them each step cost
+several percent. A backend may also provide ``outer_sigmoid_delta_backward`` (see
+``bp_gpu.cpu_steps``): the product with a single-unit layer's weights fused into the backward
+step; without it the engine runs the same math as ``xp.multiply`` then ``sigmoid_delta_backward``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+# Batch sizes whose views stay cached: a training loop uses two (the batch and the ragged last
+# one); prediction and scoring in chunks add a few more.
+_PLAN_CACHE = 4
+
+
+class _Plan(NamedTuple):
+    """The views a step of B rows works on (all into the engine's buffers)."""
+
+    fwd: list  # per layer: (W^T (N_{l-1}, N_l), b (N_l,), out (B, N_l)), out the Z_l or A_out view
+    D: Any  # (B, N_L): the output delta
+    bwd: list  # per layer l >= 1, top down: see loss_and_grad
+    DT_first: Any  # (N_1, B): the first layer's delta, transposed, for dW_1 = delta^T X
+
+
+class _MultiplyThenBackward:
+    """The engine's own ``outer_sigmoid_delta_backward`` for backends without one: the broadcast
+    (B, 1) * (1, O) (BLAS runs it as a K=1 GEMM several times slower: 68 of 178 us per
+    [28, 64, 64, 1] batch on OpenBLAS), then the backend's ``sigmoid_delta_backward``."""
+
+    def __init__(self, xp: Any, steps: Any) -> None:
+        self.multiply, self.backward = xp.multiply, steps.sigmoid_delta_backward
+
+    def __call__(self, D: Any, W: Any, Z: Any, G: Any, db: Any) -> None:
+        self.multiply(D, W, out=G)
+        self.backward(G, Z, db)
 
 
 class Engine:
@@ -41,6 +74,10 @@ class Engine:
         self.grad_layers = self._views(self.grads)
         self.loss_buf = xp.zeros(1, dtype=np.float64)  # written by output_loss_delta
         self.capacity = 0
+        self._plans: dict[int, _Plan] = {}
+        self._outer_backward = getattr(steps, "outer_sigmoid_delta_backward", None)
+        if self._outer_backward is None:
+            self._outer_backward = _MultiplyThenBackward(xp, steps)
 
     def _views(self, flat: Any) -> list[tuple[Any, Any]]:
         views, w_off, b_off = [], 0, self.n_weights
@@ -63,24 +100,50 @@ class Engine:
         # Deltas ping-pong between two buffers as wide as the widest layer.
         self._delta = [xp.empty(n * widest, dtype=self.dtype) for _ in range(2)]
         self.capacity = n
+        self._plans.clear()  # their views point into the old buffers
 
-    def _forward_logits(self, X: Any) -> Any:
+    def _plan(self, B: int) -> _Plan:
+        """The views of a step of B rows (B <= capacity), built on first use of that B."""
+        plan = self._plans.get(B)
+        if plan is not None:
+            return plan
+        L, sizes = self.n_layers, self.layer_sizes
+        fwd = []
+        for l, (W, b) in enumerate(self.layers):
+            out = self._Z[l][:B] if l < L - 1 else self._A_out[:B]  # (B, N_l)
+            fwd.append((W.T, b, out))
+        D = self._delta[0][: B * sizes[-1]].reshape(B, sizes[-1])  # (B, N_L)
+        bwd, D_l = [], D
+        for l in range(L - 1, 0, -1):  # 0-based layer index; the notes' layer l + 1
+            N_prev = sizes[l]
+            G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)  # next layer's delta
+            # (delta^T, Z_{l-1}, dW_l, W_l, G, db_{l-1}, one unit above)
+            bwd.append((D_l.T, fwd[l - 1][2], self.grad_layers[l][0], self.layers[l][0], G,
+                        self.grad_layers[l - 1][1], sizes[l + 1] == 1))
+            D_l = G
+        plan = _Plan(fwd, D, bwd, D_l.T)
+        if len(self._plans) >= _PLAN_CACHE:
+            self._plans.pop(next(iter(self._plans)))  # the oldest
+        self._plans[B] = plan
+        return plan
+
+    def _forward_logits(self, X: Any, plan: _Plan) -> Any:
         """Z_l = sigma(Z_{l-1} W_l^T + b_l) for the hidden layers; returns the output GEMM
         Z_{L-1} W_L^T without its bias (the output step adds it).  X (B, N_0) -> (B, N_L)."""
-        B = X.shape[0]
+        matmul, forward = self.xp.matmul, self.steps.bias_sigmoid_forward
         z = X
-        for l, (W, b) in enumerate(self.layers):
-            out = self._Z[l][:B] if l < self.n_layers - 1 else self._A_out[:B]  # (B, N_l)
-            self.xp.matmul(z, W.T, out=out)
-            if l < self.n_layers - 1:
-                self.steps.bias_sigmoid_forward(out, b)
+        for WT, b, out in plan.fwd[:-1]:
+            matmul(z, WT, out=out)  # (B, N_l)
+            forward(out, b)
             z = out
-        return z
+        out = plan.fwd[-1][2]
+        matmul(z, plan.fwd[-1][0], out=out)
+        return out
 
     def predict_proba(self, X: Any) -> Any:
         """y = sigma(a_out) as a new array.  X (B, N_0) -> (B, N_L)."""
         self.ensure_capacity(X.shape[0])
-        A = self._forward_logits(X)
+        A = self._forward_logits(X, self._plan(X.shape[0]))
         self.steps.bias_sigmoid_forward(A, self.layers[-1][1])
         return A.copy()
 
@@ -88,38 +151,33 @@ class Engine:
         """Forward, output step, backward: fills ``grads`` with d(scale * sum L)/d params and
         returns the device buffer (1,) float64 holding scale * sum L.  X (B, N_0), T (B, N_L)."""
         B = X.shape[0]
-        self.ensure_capacity(B)
-        L, xp, steps = self.n_layers, self.xp, self.steps
-        A = self._forward_logits(X)
-        N_L = self.layer_sizes[-1]
-        D = self._delta[0][: B * N_L].reshape(B, N_L)
-        dW, db = self.grad_layers[-1]
-        steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, D, db, self.loss_buf)
-        for l in range(L - 1, -1, -1):  # 0-based layer index; the notes' layer l + 1
-            z_prev = X if l == 0 else self._Z[l - 1][:B]  # (B, N_{l})
-            dW, _ = self.grad_layers[l]
-            xp.matmul(D.T, z_prev, out=dW)  # dL/dw_ij = sum_batch delta_i z_j
-            if l == 0:
-                break
-            N_prev = self.layer_sizes[l]
-            G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)
-            if D.shape[1] == 1:
-                # One unit above: an outer product, which BLAS runs as a K=1 GEMM several times
-                # slower than the broadcast (68 of 178 us per [28, 64, 64, 1] batch on OpenBLAS).
-                xp.multiply(D, self.layers[l][0], out=G)  # (B, 1) * (1, N_prev)
+        if B > self.capacity:
+            self.ensure_capacity(B)
+        plan = self._plan(B)
+        matmul = self.xp.matmul
+        A = self._forward_logits(X, plan)
+        self.steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, plan.D,
+                                     self.grad_layers[-1][1], self.loss_buf)
+        backward = self.steps.sigmoid_delta_backward
+        D = plan.D  # (B, N_L)
+        for DT, z_prev, dW, W, G, db_prev, single in plan.bwd:
+            matmul(DT, z_prev, out=dW)  # dL/dw_ij = sum_batch delta_i z_j
+            if single:
+                self._outer_backward(D, W, z_prev, G, db_prev)  # (B, 1) * (1, N_prev), sigma'
             else:
-                xp.matmul(D, self.layers[l][0], out=G)  # sum_j delta_j w_ji
-            steps.sigmoid_delta_backward(G, z_prev, self.grad_layers[l - 1][1])
+                matmul(D, W, out=G)  # sum_j delta_j w_ji
+                backward(G, z_prev, db_prev)
             D = G
+        matmul(plan.DT_first, X, out=self.grad_layers[0][0])
         return self.loss_buf
 
     def loss(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
         """scale * sum L as a device buffer (1,) float64, without touching ``grads``."""
         B = X.shape[0]
         self.ensure_capacity(B)
-        A = self._forward_logits(X)
-        N_L = self.layer_sizes[-1]
-        D = self._delta[0][: B * N_L].reshape(B, N_L)
-        db = self._delta[1][:N_L]  # scratch: the real bias gradient must stay untouched
-        self.steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, D, db, self.loss_buf)
+        plan = self._plan(B)
+        A = self._forward_logits(X, plan)
+        db = self._delta[1][: self.layer_sizes[-1]]  # scratch: the real bias gradient stays
+        self.steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, plan.D, db,
+                                     self.loss_buf)
         return self.loss_buf

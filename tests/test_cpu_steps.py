@@ -81,6 +81,58 @@ def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
     np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
 
 
+# One output unit: the float32 step runs 16 rows per vector lane, then a scalar tail; B covers no
+# full lane group, exact groups, and groups plus a tail. Strided (non-contiguous) arrays take the
+# any-O loop instead.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 15, 16, 17, 1031])
+@pytest.mark.parametrize("positive_class", [0, 1])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_output_loss_delta_one_unit_matches_spec(rng, dtype, B, positive_class, contiguous):
+    wide = (rng.standard_normal((B, 2)) * 4).astype(dtype)
+    A = np.ascontiguousarray(wide[:, :1]) if contiguous else wide[:, :1]
+    T = (rng.random((B, 1)) < 0.5).astype(dtype)
+    b = rng.standard_normal(1).astype(dtype)
+    outs = []
+    for steps in (C, S):
+        D = np.full((B, 1), 7, dtype) if contiguous else np.full((B, 3), 7, dtype)[:, 1:2]
+        db, loss = np.full(1, 7, dtype), np.zeros(1)
+        steps.output_loss_delta(A, b, T, positive_class, 1.0 / B, D, db, loss)
+        outs.append((D, db, loss))
+    (D, db, loss), (D_s, db_s, loss_s) = outs
+    _close(D, D_s, dtype)
+    _close(db, db_s, dtype)
+    np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+
+
+def test_output_loss_delta_float32_loss_accuracy():
+    # The float32 softplus (vectorized exp and log1p) over the whole logit range, summed in
+    # float64: the loss of each single row against float64 math, relative error ~ float32 rounding.
+    a = np.concatenate([np.linspace(-100, 100, 20_001), [-1e-6, 1e-6, 0.0]]).astype(np.float32)
+    B = a.size
+    A, T = a[:, None].copy(), np.zeros((B, 1), np.float32)
+    D, db, loss = np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(1)
+    for r in range(0, B, 97):  # one row at a time: the term itself, not an average of errors
+        C.output_loss_delta(A[r : r + 1], np.zeros(1, np.float32), T[r : r + 1], 1, 1.0,
+                            D[r : r + 1], db, loss)
+        x = float(a[r])
+        exact = max(x, 0.0) + np.log1p(np.exp(-abs(x)))
+        # Below a = -87 (exp(-87) = 1.6e-38, the end of float32's normal range) the term is 0.
+        assert abs(loss[0] - exact) <= 3e-7 * exact + 1.7e-38, (x, loss[0], exact)
+    C.output_loss_delta(A, np.zeros(1, np.float32), T, 1, 1.0, D, db, loss)
+    a64 = a.astype(np.float64)
+    exact_sum = float(np.sum(np.maximum(a64, 0) + np.log1p(np.exp(-np.abs(a64)))))
+    np.testing.assert_allclose(loss[0], exact_sum, rtol=3e-7)
+    np.testing.assert_allclose(D[:, 0], 1 / (1 + np.exp(-a64)), rtol=4e-7, atol=1.7e-38)
+
+
+def test_output_loss_delta_propagates_nan():
+    A = np.array([[np.nan], [1.0]], dtype=np.float32)
+    D, db, loss = np.zeros((2, 1), np.float32), np.zeros(1, np.float32), np.zeros(1)
+    C.output_loss_delta(A, np.zeros(1, np.float32), np.ones((2, 1), np.float32), 1, 0.5, D, db, loss)
+    assert np.isnan(D[0, 0]) and np.isfinite(D[1, 0]) and np.isnan(loss[0]) and np.isnan(db[0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_output_loss_delta_extreme_logits(dtype):
     A = np.array([[-1e4], [1e4], [-1e4], [1e4]], dtype=dtype)
@@ -106,6 +158,22 @@ def test_sigmoid_delta_backward_matches_spec(rng, shape, dtype):
     _close(ours, spec, dtype)
     _close(db, db_s, dtype, scale=np.sqrt(shape[0]))
     assert ours[0, 0] == 0 and ours[-1, -1] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,O", [(1, 1), (7, 33), (257, 129), (1024, 17)])
+def test_outer_sigmoid_delta_backward_matches_multiply_then_spec(rng, dtype, B, O):
+    D = rng.standard_normal((B, 1)).astype(dtype)
+    W = rng.standard_normal((1, O)).astype(dtype)
+    Z = rng.random((B, O)).astype(dtype)
+    Z[0, 0] = 1.0  # a saturated unit gives exactly zero gradient
+    G, db = np.full((B, O), 7, dtype), np.full(O, 7, dtype)
+    C.outer_sigmoid_delta_backward(D, W, Z, G, db)
+    G_s, db_s = np.multiply(D, W), np.full(O, 7, dtype)
+    S.sigmoid_delta_backward(G_s, Z, db_s)
+    _close(G, G_s, dtype)
+    _close(db, db_s, dtype, scale=np.sqrt(B))
+    assert G[0, 0] == 0 and G.dtype == dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
