@@ -29,6 +29,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from .cpu_steps import take_rows
+
 PLACEMENTS = ("auto", "device", "stream")
 
 
@@ -137,15 +139,24 @@ class ResidentBatches:
         self.T = xp.ascontiguousarray(xp.asarray(T))  # (n, O)
         self.Xb = xp.empty((capacity, X.shape[1]), dtype=X.dtype)  # (batch_size, I)
         self.Tb = xp.empty((capacity, T.shape[1]), dtype=T.dtype)  # (batch_size, O)
+        # On the host, the CPU backend's gather: np.take copies short rows one memmove at a time.
+        self.take = take_rows if xp is np else self._device_take
+        self.views: dict[int, tuple[Any, Any]] = {}  # B -> (Xb[:B], Tb[:B]): two sizes an epoch
+
+    def _device_take(self, a: Any, idx: Any, out: Any) -> None:
+        self.xp.take(a, idx, axis=0, out=out)
 
     def start_epoch(self, order: np.ndarray) -> None:
         self.order = self.xp.asarray(order)  # one small host->device copy per epoch
 
     def batch(self, start: int, stop: int) -> tuple[Any, Any]:
         B, idx = stop - start, self.order[start:stop]
-        self.xp.take(self.X, idx, axis=0, out=self.Xb[:B])
-        self.xp.take(self.T, idx, axis=0, out=self.Tb[:B])
-        return self.Xb[:B], self.Tb[:B]
+        views = self.views.get(B)
+        if views is None:
+            views = self.views[B] = (self.Xb[:B], self.Tb[:B])
+        self.take(self.X, idx, views[0])
+        self.take(self.T, idx, views[1])
+        return views
 
 
 class StreamedBatches:
@@ -185,8 +196,8 @@ class StreamedBatches:
         self.turn ^= 1
         if done is not None:
             done.synchronize()  # the copy out of this buffer two batches ago, not the current batch
-        np.take(self.X, idx, axis=0, out=hx[:B])
-        np.take(self.T, idx, axis=0, out=ht[:B])
+        take_rows(self.X, idx, hx[:B])  # the CPU backend's gather: see ResidentBatches
+        take_rows(self.T, idx, ht[:B])
         if self.cupy:
             stream = self.xp.cuda.get_current_stream()
             self.Xb[:B].set(hx[:B], stream=stream)

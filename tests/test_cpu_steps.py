@@ -214,3 +214,25 @@ def test_optimizer_update_rejects_bad_input():
                            0.9, 0.999, 1e-8, 1, 1)
     with pytest.raises(ValueError, match=r"grads has shape \(3,\)"):
         C.optimizer_update(C.SGD, p, np.zeros(3, np.float32), p, p, 4, 0.1, 0, 0, 0, 0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,width,B", [(1, 1, 1), (7, 28, 5), (257, 1, 300), (1031, 33, 17)])
+def test_take_rows_matches_numpy_take(rng, dtype, n, width, B):
+    a = rng.standard_normal((n, width)).astype(dtype)
+    idx = rng.integers(0, n, B)  # repeats allowed
+    out = np.full((B, width), 7, dtype)
+    C.take_rows(a, idx, out)
+    np.testing.assert_array_equal(out, np.take(a, idx, axis=0))
+
+
+def test_take_rows_rejects_bad_indices_and_outputs():
+    a = np.zeros((5, 3), np.float32)
+    with pytest.raises(IndexError, match="outside"):
+        C.take_rows(a, np.array([0, 5]), np.empty((2, 3), np.float32))
+    with pytest.raises(IndexError, match="outside"):
+        C.take_rows(a, np.array([-1]), np.empty((1, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out is float32\(2, 2\), needs float32\(2, 3\)"):
+        C.take_rows(a, np.array([0, 1]), np.empty((2, 2), np.float32))
+    with pytest.raises(ValueError, match="out is float64"):
+        C.take_rows(a, np.array([0, 1]), np.empty((2, 3), np.float64))

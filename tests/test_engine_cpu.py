@@ -82,3 +82,25 @@ def test_numba_and_spec_engines_agree_on_a_single_unit_hidden_layer(rng):
         outs.append((float(e.loss_and_grad(X, T, 1, 1 / 33)[0]), e.grads.copy()))
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-13)
     np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("source", ["ResidentBatches", "StreamedBatches"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_batch_sources_gather_the_order_with_a_ragged_last_batch(rng, source, dtype):
+    from bp_gpu import train
+
+    n, batch = 23, 8
+    X = rng.standard_normal((n, 5)).astype(dtype)
+    T = (rng.random((n, 2)) < 0.5).astype(dtype)
+    batches = getattr(train, source)(np, X, T, batch)
+    for _ in range(2):  # two epochs, two orders: reused buffers and views
+        order = rng.permutation(n)
+        batches.start_epoch(order)
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            Xb, Tb = batches.batch(start, stop)
+            np.testing.assert_array_equal(Xb, X[order[start:stop]])
+            np.testing.assert_array_equal(Tb, T[order[start:stop]])
+    batches.start_epoch(np.array([0, n]))
+    with pytest.raises(IndexError, match="outside"):
+        batches.batch(0, 2)
