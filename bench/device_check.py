@@ -6,7 +6,8 @@ Run it as ``bash bench/device_check.sh`` (installs the package offline, then run
 1. the ``gpu``-marked tests (``tests/test_gpu.py``), in a subprocess;
 2. ``backend="cuda"`` vs ``backend="cpu"`` on random problems (float64 and float32);
 3. step hygiene: no host synchronization inside a training step (the step is enqueued behind a
-   ~50 ms sleeping kernel and must return before it ends), and device allocations per step;
+   sleeping kernel measured at >= 40 ms and must return in under half of it), and device
+   allocations per step;
 4. each fused kernel timed with CuPy events (warm-up, median) at the benchmark shapes, as GB/s of
    the bytes it must move and as a fraction of the card's measured device-to-device copy bandwidth;
 5. a full training step (forward + backward + SGD update, float32, mean loss) on
@@ -53,6 +54,8 @@ def section(name: str, fn: Callable[[], Any]) -> Any:
         RESULTS["sections"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
         return None
+    finally:
+        _write_json(quiet=True)  # what is known so far survives a later crash of the process
 
 
 # -- timing helpers -------------------------------------------------------------------------
@@ -89,13 +92,25 @@ def time_host(fn: Callable[[], None], reps: int = 50) -> float:
 
 
 # -- parts ------------------------------------------------------------------------------------
-def run_gpu_tests() -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+def run_gpu_tests(timeout_s: float = 180) -> dict:
+    # -P: no checkout directory on sys.path, so bp_gpu is the installed one (with bp_gpu.kernels),
+    # not the bare bp_gpu/ folder of the checkout (device_check.sh may install it as a symlink tree).
+    py = [sys.executable] + (["-P"] if sys.version_info >= (3, 11) else [])
+    cmd = py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        out, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # keep what it printed: which test hung
+        out = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                      for x in (exc.stdout, exc.stderr))
+        rc = f"timeout after {timeout_s:.0f} s"
+    tail = out.strip().splitlines()[-15:]
     log("\n".join(tail))
-    if proc.returncode != 0:
-        raise RuntimeError(f"gpu tests failed (exit {proc.returncode}): {tail[-1] if tail else ''}")
+    if rc != 0:
+        raise RuntimeError(f"gpu tests failed (exit {rc}): {tail[-1] if tail else ''}")
+    if not tail or " passed" not in tail[-1] or "skipped" in tail[-1]:
+        # The device is usable here, so a skip means the subprocess saw no device: not a pass.
+        raise RuntimeError(f"gpu tests did not all run: {tail[-1] if tail else 'no output'}")
     return {"summary": tail[-1] if tail else ""}
 
 
@@ -105,7 +120,8 @@ def cuda_vs_cpu() -> list[dict]:
     from bp_gpu import MLP
 
     rng = np.random.default_rng(1)
-    rows = []
+    rows = RESULTS["cuda_vs_cpu"] = []  # filled as it goes: a failure keeps the rows before it
+    bad = []
     for sizes, n, dtype in [([30, 200, 1], 5000, "float64"), ([64, 257, 129, 3], 20001, "float64"),
                             ([256, 1024, 1024, 1], 4096, "float32")]:
         for pc in (0, 1):
@@ -124,7 +140,9 @@ def cuda_vs_cpu() -> list[dict]:
                 f"grad max rel err {err:.1e}")
             limit = 1e-9 if dtype == "float64" else 1e-3
             if row["loss_rel_err"] > limit or err > limit:
-                raise AssertionError(f"cuda and cpu disagree beyond {limit} on {sizes} ({dtype})")
+                bad.append(f"{sizes} {dtype} pc={pc}")
+    if bad:
+        raise AssertionError(f"cuda and cpu disagree beyond tolerance (1e-9 float64, 1e-3 float32) on {bad}")
     return rows
 
 
@@ -173,10 +191,16 @@ def kernel_timings(copy_gbs: float) -> list[dict]:
              7 * n_params * s),
         ]
         for name, shape, fn, nbytes in cases:
-            us = time_device(fn)
-            gbs = nbytes / (us * 1e-6) / 1e9
-            rows.append({"kernel": name, "arch": arch, "shape": shape, "us": us, "GB/s": gbs,
-                         "frac_copy_bw": gbs / copy_gbs, "host_us": time_host(fn)})
+            try:  # one failing launcher must not hide the others' numbers
+                us = time_device(fn)
+                gbs = nbytes / (us * 1e-6) / 1e9
+                rows.append({"kernel": name, "arch": arch, "shape": shape, "us": us, "GB/s": gbs,
+                             "frac_copy_bw": gbs / copy_gbs, "host_us": time_host(fn)})
+            except Exception as exc:
+                rows.append({"kernel": name, "arch": arch, "shape": shape, "error": f"{type(exc).__name__}: {exc}"})
+                log(f"  {name} {arch}: {type(exc).__name__}: {exc}")
+    if rows and all("error" in r for r in rows):
+        raise RuntimeError(f"every kernel timing failed; first: {rows[0]['error']}")
     return rows
 
 
@@ -272,8 +296,8 @@ def _time_torch(step: Callable[[], None], reps: int = 20, inner: int = 5) -> tup
 
 
 def step_hygiene() -> dict:
-    """No host sync in a step (it returns while a 50 ms sleeping kernel still runs ahead of it on
-    the same stream), and no device allocation per step once warm."""
+    """No host sync in a step (it returns while a sleeping kernel of >= 40 ms, measured, still runs
+    ahead of it on the same stream), and no device allocation per step once warm."""
     import cupy
     from numba import cuda
 
@@ -286,21 +310,34 @@ def step_hygiene() -> dict:
 
     _, step = _our_step([256, 1024, 1024, 1], 4096)
     step()
+    stream = cupy.cuda.get_current_stream()
     sleep_kernel[1, 1, _launch.stream()](1)
-    cupy.cuda.get_current_stream().synchronize()
-    sleep_kernel[1, 1, _launch.stream()](50_000)  # ~50 ms of device time
+    stream.synchronize()
+    # nanosleep(t) sleeps anywhere in [0, 2t]: measure the sleeping kernel and grow it to >= 40 ms.
+    n, sleep_ms = 50_000, 0.0
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    for _ in range(12):
+        start.record(stream)
+        sleep_kernel[1, 1, _launch.stream()](n)
+        end.record(stream)
+        end.synchronize()
+        sleep_ms = cupy.cuda.get_elapsed_time(start, end)
+        if sleep_ms >= 40.0:
+            break
+        n *= 2 if sleep_ms > 20.0 else 8
+    sleep_kernel[1, 1, _launch.stream()](n)
     t0 = time.perf_counter()
     step()
     enqueue_ms = (time.perf_counter() - t0) * 1e3
-    cupy.cuda.get_current_stream().synchronize()
+    stream.synchronize()
     hook = _malloc_counter()
     with hook:
         for _ in range(5):
             step()
     cupy.cuda.get_current_stream().synchronize()
-    out = {"enqueue_ms_behind_50ms_kernel": enqueue_ms, "no_host_sync": enqueue_ms < 25.0,
-           "device_allocs_per_step": hook.n / 5}
-    log(f"  step enqueue behind a 50 ms kernel: {enqueue_ms:.2f} ms -> "
+    out = {"sleep_kernel_ms": sleep_ms, "enqueue_ms_behind_sleep_kernel": enqueue_ms,
+           "no_host_sync": enqueue_ms < 0.5 * sleep_ms, "device_allocs_per_step": hook.n / 5}
+    log(f"  step enqueue behind a {sleep_ms:.0f} ms kernel: {enqueue_ms:.2f} ms -> "
         f"{'no host sync' if out['no_host_sync'] else 'HOST SYNC INSIDE THE STEP'}; "
         f"device allocations per step: {out['device_allocs_per_step']:.1f}")
     return out
@@ -337,25 +374,40 @@ def training_steps() -> list[dict]:
 
 def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[dict] | None) -> None:
     log("\n=== bp_gpu device check: " + RESULTS.get("device", "?") + " ===")
+    if RESULTS.get("gpu_tests"):
+        log(f"gpu tests: {RESULTS['gpu_tests']['summary']}")
+    for dtype in ("float64", "float32"):
+        rows = [r for r in RESULTS.get("cuda_vs_cpu") or [] if r["dtype"] == dtype]
+        if rows:
+            log(f"cuda vs cpu, {dtype}: max loss rel err {max(r['loss_rel_err'] for r in rows):.1e}, "
+                f"max grad rel err {max(r['grad_max_rel_err'] for r in rows):.1e} ({len(rows)} problems)")
+    hy = RESULTS.get("hygiene")
+    if hy:
+        log(f"step hygiene: enqueue {hy['enqueue_ms_behind_sleep_kernel']:.2f} ms behind a "
+            f"{hy['sleep_kernel_ms']:.0f} ms kernel ({'no host sync' if hy['no_host_sync'] else 'HOST SYNC'}), "
+            f"{hy['device_allocs_per_step']:.1f} device allocations per step")
     if copy_gbs:
         log(f"device-to-device copy bandwidth: {copy_gbs:.0f} GB/s")
     if kernels:
         log(f"\n{'kernel':<24}{'arch':<5}{'shape':<16}{'us':>9}{'GB/s':>9}{'of copy':>9}{'host us':>9}")
         for r in kernels:
+            if "error" in r:
+                log(f"{r['kernel']:<24}{r['arch']:<5}{r['shape']:<16}  error: {r['error']}")
+                continue
             log(f"{r['kernel']:<24}{r['arch']:<5}{r['shape']:<16}{r['us']:>9.1f}{r['GB/s']:>9.0f}"
                 f"{r['frac_copy_bw']:>9.0%}{r['host_us']:>9.1f}")
     if steps:
         torch_us = {r["arch"]: r["us_per_step"] for r in steps if r["impl"] == "PyTorch eager" and "us_per_step" in r}
-        log(f"\n{'training step (fwd+bwd+SGD, f32)':<32}{'arch':<18}{'batch':>7}{'us/step':>10}{'host us':>9}"
+        log(f"\n{'training step (fwd+bwd+SGD, f32)':<34}{'arch':<18}{'batch':>7}{'us/step':>10}{'host us':>9}"
             f"{'TFLOP/s':>9}{'vs torch':>9}")
         for r in steps:
             if "error" in r:
-                log(f"{r['impl']:<32}{r['arch']:<18}{r.get('batch', ''):>7}  error: {r['error']}")
+                log(f"{r['impl']:<34}{r['arch']:<18}{r.get('batch', ''):>7}  error: {r['error']}")
                 continue
             ref = torch_us.get(r["arch"])
             speed = f"{ref / r['us_per_step']:.2f}x" if ref else "-"
             tf = f"{r['TFLOP/s']:.1f}" if "TFLOP/s" in r else "-"
-            log(f"{r['impl']:<32}{r['arch']:<18}{r['batch']:>7}{r['us_per_step']:>10.1f}"
+            log(f"{r['impl']:<34}{r['arch']:<18}{r['batch']:>7}{r['us_per_step']:>10.1f}"
                 f"{r['host_us_per_step']:>9.1f}{tf:>9}{speed:>9}")
     log("\nsections: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in RESULTS["sections"].items()))
 
@@ -378,7 +430,7 @@ def main() -> int:
     RESULTS["cupy"] = cupy.__version__
     t_start = time.perf_counter()
     RESULTS["gpu_tests"] = section("gpu tests", run_gpu_tests)
-    RESULTS["cuda_vs_cpu"] = section("cuda vs cpu", cuda_vs_cpu)
+    section("cuda vs cpu", cuda_vs_cpu)  # keeps its rows in RESULTS even when it fails
     RESULTS["hygiene"] = section("step hygiene", step_hygiene)
     copy_gbs = section("copy bandwidth", copy_bandwidth)
     RESULTS["copy_GB/s"] = copy_gbs
@@ -392,12 +444,13 @@ def main() -> int:
     return 0 if all(v["ok"] for v in RESULTS["sections"].values()) else 1
 
 
-def _write_json() -> None:
+def _write_json(quiet: bool = False) -> None:
     out = os.environ.get("OUT")
     if out:
         path = Path(out) / "device_check.json"
         path.write_text(json.dumps(RESULTS, indent=2, default=str))
-        log(f"wrote {path}")
+        if not quiet:
+            log(f"wrote {path}")
 
 
 if __name__ == "__main__":
