@@ -116,3 +116,54 @@ def test_gradients_bit_identical_run_to_run(cp, rng):
         for (dW1, db1), (dW2, db2) in zip(first[1], again[1]):
             np.testing.assert_array_equal(dW1, dW2)
             np.testing.assert_array_equal(db1, db2)
+
+
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_training_placements_match_cpu(cp, placement, rng):
+    """The epoch loop's CuPy-only paths (never run in the simulator, where xp is NumPy): batches
+    gathered on the device with ``cupy.take(..., out=)``, or gathered on the host into pinned
+    buffers and copied with ``ndarray.set(stream=)`` behind events; the device loss accumulator;
+    snapshots. Same shuffles and weights as the CPU backend, so float64 agrees to rounding."""
+    from bp_gpu.optim import Optimizer
+    from bp_gpu.train import ResidentBatches, StreamedBatches, TrainState, make_batches, train
+
+    X = rng.standard_normal((1001, 7))  # batches of 96: a ragged last one
+    T = (rng.random((1001, 2)) < 0.5).astype(float)
+    runs = []
+    for backend, where in (("cpu", "device"), ("cuda", placement)):
+        net = MLP([7, 16, 2], backend=backend, dtype="float64", seed=5)
+        opt = Optimizer(net._engine, "adam", 0.01, weight_decay=1e-3)
+        state = TrainState(rng=np.random.default_rng(9))
+        if backend == "cuda":
+            want = StreamedBatches if placement == "stream" else ResidentBatches
+            assert type(make_batches(net._engine, X, T, 96, placement)) is want
+        interrupted = train(net._engine, opt, state, X, T, positive_class=1, batch_size=96,
+                            epochs=3, placement=where)
+        assert not interrupted
+        runs.append((net.get_weights(), state.loss_curve, opt.state_arrays()))
+    (w_gpu, curve_gpu, mv_gpu), (w_cpu, curve_cpu, mv_cpu) = runs[1], runs[0]
+    np.testing.assert_allclose(curve_gpu, curve_cpu, rtol=1e-10)
+    for (W1, b1), (W0, b0) in zip(w_gpu, w_cpu):
+        np.testing.assert_allclose(W1, W0, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b1, b0, rtol=1e-9, atol=1e-12)
+    for a, b in zip(mv_gpu, mv_cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
+
+
+def test_classifier_early_stopping_matches_cpu(cp, rng):
+    """MLPClassifier end to end on the device: validation scoring on device arrays, the best
+    epoch's snapshot restored, prediction in chunks, CuPy input accepted."""
+    from bp_gpu import MLPClassifier
+
+    X = rng.standard_normal((600, 5))
+    y = X[:, :3].argmax(axis=1)
+    kw = dict(hidden_layer_sizes=(12,), batch_size=64, epochs=8, learning_rate=0.01, seed=2,
+              dtype="float64", early_stopping=True, n_iter_no_change=3)
+    gpu = MLPClassifier(backend="cuda", **kw).fit(X, y)
+    cpu = MLPClassifier(backend="cpu", **kw).fit(X, y)
+    assert gpu.n_iter_ == cpu.n_iter_
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-10)
+    assert gpu.validation_scores_ == cpu.validation_scores_
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(gpu.predict_proba(cp.asarray(X)), cpu.predict_proba(X), rtol=1e-9,
+                               atol=1e-14)
