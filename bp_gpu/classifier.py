@@ -30,8 +30,6 @@ from .mlp import DTYPES, MLP
 from .optim import OPTIMIZERS, Optimizer
 from .train import Snapshot, TrainingMonitor, TrainState, train
 
-PREDICT_CHUNK = 8192  # rows per forward pass at predict time: bounds the work buffers' size
-
 
 class _EstimatorBase:
     """Stand-in for scikit-learn's BaseEstimator and ClassifierMixin when scikit-learn is absent."""
@@ -542,13 +540,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     @staticmethod
     def _raw_proba(net: MLP, Xd: Any) -> np.ndarray:
-        """p(t = 1 | x) per output as float64 NumPy (n, n_outputs), in chunks of PREDICT_CHUNK rows."""
-        out = []
-        for s in range(0, Xd.shape[0], PREDICT_CHUNK):
-            out.append(
-                V.to_numpy(net._engine.predict_proba(Xd[s : s + PREDICT_CHUNK])).astype(np.float64)
-            )
-        y = np.concatenate(out)
+        """p(t = 1 | x) per output as float64 NumPy (n, n_outputs); the engine runs it in chunks."""
+        y = V.to_numpy(net._engine.predict_proba(Xd)).astype(np.float64)
         return y if net.positive_class == 1 else 1.0 - y
 
     @classmethod

@@ -24,6 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+# Rows per forward pass when predicting: bounds the work buffers' size.
+PREDICT_CHUNK = 8192
+
 # Batch sizes whose views stay cached: a training loop uses two (the batch and the ragged last
 # one); prediction and scoring in chunks add a few more.
 _PLAN_CACHE = 4
@@ -141,11 +144,21 @@ class Engine:
         return out
 
     def predict_proba(self, X: Any) -> Any:
-        """y = sigma(a_out) as a new array.  X (B, N_0) -> (B, N_L)."""
-        self.ensure_capacity(X.shape[0])
-        A = self._forward_logits(X, self._plan(X.shape[0]))
-        self.steps.bias_sigmoid_forward(A, self.layers[-1][1])
-        return A.copy()
+        """y = sigma(a_out) as a new array.  X (n, N_0) -> (n, N_L).
+
+        Runs in chunks of at most max(capacity, PREDICT_CHUNK) rows, so predicting on a large X
+        does not grow the work buffers (kept for the life of the engine) to n rows.
+        """
+        n = X.shape[0]
+        chunk = max(self.capacity, PREDICT_CHUNK)
+        self.ensure_capacity(min(n, chunk))
+        y = self.xp.empty((n, self.layer_sizes[-1]), dtype=self.dtype)  # (n, N_L)
+        for start in range(0, n, chunk):
+            Xc = X[start : start + chunk]
+            A = self._forward_logits(Xc, self._plan(Xc.shape[0]))
+            self.steps.bias_sigmoid_forward(A, self.layers[-1][1])
+            y[start : start + Xc.shape[0]] = A
+        return y
 
     def loss_and_grad(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
         """Forward, output step, backward: fills ``grads`` with d(scale * sum L)/d params and

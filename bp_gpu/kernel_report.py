@@ -75,7 +75,10 @@ def parse_link_log(log: str, where: str) -> dict[str, int]:
 
 def compile_kernel(fn: Any, sig: tuple, cc: tuple[int, int]) -> tuple[str, str]:
     """(PTX, linker log) of one kernel for compute capability cc."""
-    from cuda.core import Linker, LinkerOptions, ObjectCode
+    try:
+        from cuda.core import Linker, LinkerOptions, ObjectCode
+    except ImportError:  # cuda-core before 0.4 kept these under .experimental
+        from cuda.core.experimental import Linker, LinkerOptions, ObjectCode
     from numba import cuda
 
     ptx, _ = cuda.compile_ptx(fn, sig, device=False, cc=cc)

@@ -249,3 +249,14 @@ def test_public_gradient_matches_central_differences_of_public_loss(sizes, n, pc
                 down = net.loss(X, t, reduction)
                 P[idx] = old
                 assert grads[l][k][idx] == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=1e-9)
+
+
+def test_predict_runs_in_chunks_without_growing_the_buffers(monkeypatch):
+    import bp_gpu.engine
+
+    monkeypatch.setattr(bp_gpu.engine, "PREDICT_CHUNK", 7)
+    net, X, t = problem([5, 6, 3], 45)
+    net.loss(X[:4], t[:4])  # capacity 4 < the chunk of 7: chunks of 7, the last one ragged (3)
+    _, Z = R.forward(net.get_weights(), X)
+    np.testing.assert_allclose(net.predict_proba(X), Z[-1], rtol=1e-12)
+    assert net._engine.capacity == 7
