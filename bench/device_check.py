@@ -28,8 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -299,9 +300,8 @@ def step_hygiene() -> dict:
     """No host sync in a step (it returns while a sleeping kernel of >= 40 ms, measured, still runs
     ahead of it on the same stream), and no device allocation per step once warm."""
     import cupy
-    from numba import cuda
-
     from bp_gpu.kernels import _launch
+    from numba import cuda
 
     @cuda.jit
     def sleep_kernel(n):

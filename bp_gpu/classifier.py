@@ -42,7 +42,7 @@ class _EstimatorBase:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> "_EstimatorBase":
+    def set_params(self, **params: Any) -> _EstimatorBase:
         valid = self._get_param_names()
         for name, value in params.items():
             if name not in valid:
@@ -365,7 +365,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             )
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> "MLPClassifier":
+    def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch; returns self.
 
         ``monitor`` (optional) gets ``on_batch(n_rows)`` and ``on_epoch(EpochInfo)`` calls (see
@@ -410,7 +410,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         *,
         epochs: int = 1,
         monitor: TrainingMonitor | None = None,
-    ) -> "MLPClassifier":
+    ) -> MLPClassifier:
         """Continue training on (X, y) for ``epochs`` passes (default one, as scikit-learn).
 
         The first call on an unfitted model needs ``classes`` (all labels that will ever appear),
@@ -565,7 +565,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         if V.array_module(X_train) is not np:
             T_train = net._engine.xp.asarray(T_train)
 
-        def view() -> "MLPClassifier":
+        def view() -> MLPClassifier:
             m = type(self)(**self.get_params())
             m._commit(net, opt, state, kind, classes, early=validate is not None)
             return m

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -89,7 +89,7 @@ def compile_kernel(fn: Any, sig: tuple, cc: tuple[int, int]) -> tuple[str, str]:
     return ptx, linker.get_info_log()
 
 
-@lru_cache(maxsize=None)
+@cache
 def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tuple[KernelInfo, ...]:
     """Compile every kernel x dtype for cc; one ``KernelInfo`` each (cached per process)."""
     if simulator_enabled():

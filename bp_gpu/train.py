@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class TrainingMonitor(Protocol):
 
     def on_batch(self, n_rows: int) -> None: ...
 
-    def on_epoch(self, info: "EpochInfo") -> None: ...
+    def on_epoch(self, info: EpochInfo) -> None: ...
 
 
 @dataclass
@@ -71,7 +72,7 @@ class TrainState:
     best_validation_score: float | None = None
     no_improvement: int = 0
 
-    def copy(self) -> "TrainState":
+    def copy(self) -> TrainState:
         return copy.deepcopy(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class TrainState:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
         r = d["rng"]
         if r["bit_generator"] != "PCG64":
             raise ValueError(f"shuffle generator must be PCG64; got {r['bit_generator']!r}")

@@ -5,9 +5,9 @@ gpu-test runner's verdict, and the table with failed rows."""
 import json
 
 import pytest
+from bp_gpu.bench import device_check as dc
 
 from bp_gpu.backends import cuda_status
-from bp_gpu.bench import device_check as dc
 
 pytestmark = pytest.mark.skipif(cuda_status()[0], reason="a CUDA device is usable: the real check applies")
 

@@ -38,7 +38,8 @@ def test_every_kernel_compiles_without_spills(cc):
 def test_float32_forward_has_no_float64_arithmetic():
     # A bare float literal in device code promotes float32 math to float64 (slow on most GPUs).
     ptx = ptx_of("bias_sigmoid_forward_kernel", "float32")
-    ops = [ln.split()[0] for ln in ptx.splitlines() if ln.strip() and not ln.strip().startswith((".", "/", "{", "}", "$"))]
+    lines = [ln.strip() for ln in ptx.splitlines()]
+    ops = [ln.split()[0] for ln in lines if ln and not ln.startswith((".", "/", "{", "}", "$"))]
     f64_ops = [op for op in ops if re.search(r"\.f64\b", op)]
     assert f64_ops == [], f"float64 instructions in the float32 forward kernel: {sorted(set(f64_ops))}"
 

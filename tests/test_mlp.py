@@ -228,7 +228,8 @@ def test_any_label_outside_0_1_is_rejected(label):
 def test_to_numpy_and_repr():
     x = np.arange(3.0)
     assert bp_gpu.to_numpy(x) is x
-    assert repr(bp_gpu.MLP([2, 3, 1], backend="cpu")) == "MLP([2, 3, 1], positive_class=1, dtype='float32', backend='cpu')"
+    expected = "MLP([2, 3, 1], positive_class=1, dtype='float32', backend='cpu')"
+    assert repr(bp_gpu.MLP([2, 3, 1], backend="cpu")) == expected
 
 
 @pytest.mark.parametrize("sizes,n,pc,reduction", [([3, 4, 2], 5, 0, "mean"), ([2, 3, 3, 1], 8, 1, "sum")])

@@ -7,7 +7,8 @@ run without the ``train`` extra. The bar is off with ``--quiet`` or when stderr 
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..train import EpochInfo
 

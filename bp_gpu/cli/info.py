@@ -28,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     ok, why = cuda_status()
     print(f"bp_gpu {__version__}  (Python {platform.python_version()}, {platform.machine()})")
-    print(f"numpy {np.__version__}  numba {_version('numba')}  numba-cuda {_version('numba-cuda')}  "
-          f"cupy {_version('cupy-cuda13x') if _version('cupy-cuda13x') != 'not installed' else _version('cupy-cuda12x')}")
+    cupy = _version("cupy-cuda13x")
+    if cupy == "not installed":
+        cupy = _version("cupy-cuda12x")
+    print(f"numpy {np.__version__}  numba {_version('numba')}  numba-cuda {_version('numba-cuda')}  cupy {cupy}")
     print(f"backends available: {', '.join(available_backends())}")
     print("  cpu : usable (NumPy)")
     print(f"  cuda: {'usable' if ok else 'not usable'} - {why}")

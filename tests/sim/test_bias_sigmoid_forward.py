@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from bp_gpu.kernels.bias_sigmoid_forward import bias_sigmoid_forward
 
 from bp_gpu import steps_numpy as ref
-from bp_gpu.kernels.bias_sigmoid_forward import bias_sigmoid_forward
 
 # (B, O): ones, primes, non-multiples of the (tiny, simulated) block; (9, 37) has more column
 # tiles than the capped grid, so the column grid-stride loop runs.

@@ -3,7 +3,6 @@
 import itertools
 
 import pytest
-
 from bp_gpu.kernels import _launch
 
 SHAPES = [(n, o) for n, o in itertools.product([1, 2, 7, 33, 255, 4096, 65537], [1, 3, 31, 32, 33, 1024, 50000])]

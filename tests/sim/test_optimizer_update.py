@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from bp_gpu.kernels.optimizer_update import optimizer_update
 
 from bp_gpu import steps_numpy as ref
-from bp_gpu.kernels.optimizer_update import optimizer_update
 
 TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-13, atol=1e-15)}
 HYPER = dict(lr=0.05, momentum=0.9, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8)

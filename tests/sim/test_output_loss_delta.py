@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from bp_gpu.kernels.output_loss_delta import output_loss_delta
 
 from bp_gpu import steps_numpy as ref
-from bp_gpu.kernels.output_loss_delta import output_loss_delta
 
 # (257, 10) spreads over several blocks (two-stage reduction); (1, 1) is one block (one stage);
 # (9, 37) needs the column grid-stride loop.

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from bp_gpu.kernels.sigmoid_delta_backward import sigmoid_delta_backward
 
 from bp_gpu import steps_numpy as ref
-from bp_gpu.kernels.sigmoid_delta_backward import sigmoid_delta_backward
 
 # (257, 10) and (33, 3) use the two-stage reduction; (1, 1) one stage; (9, 37) column grid-stride.
 SHAPES = [(1, 1), (7, 5), (33, 3), (257, 10), (9, 37)]
