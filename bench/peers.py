@@ -86,7 +86,7 @@ class BpGpu(Peer):
         self.opt = Optimizer(eng, "sgd", LEARNING_RATE)
         # "device": X and T go to the engine's memory once, batches are gathered there.
         self.batches = make_batches(eng, X, T, w.batch, "device")
-        self.acc = eng.xp.zeros(1, dtype=np.float64)
+        self.acc = eng.xp.zeros(2, dtype=np.float64)  # see run_epoch
 
     def train_batches(self, starts):
         from bp_gpu.train import run_epoch

@@ -365,6 +365,23 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             )
 
     # -- training ------------------------------------------------------------------------------
+    def _fresh(
+        self, p: dict[str, Any], n_features: int, n_outputs: int
+    ) -> tuple[MLP, Optimizer, TrainState, np.random.Generator]:
+        """A new network, optimizer and loop state from ``seed``, and the early-stopping split's
+        generator: three independent streams, so each is the same whatever the others draw."""
+        init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
+        net = MLP(
+            [n_features, *p["hidden"], n_outputs],
+            positive_class=int(self.positive_class),
+            dtype=p["dtype"],
+            backend=self.backend,
+            seed=np.random.default_rng(init_seq),
+        )
+        opt = Optimizer(net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"])
+        state = TrainState(rng=np.random.default_rng(shuffle_seq))
+        return net, opt, state, np.random.default_rng(split_seq)
+
     def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch; returns self.
 
@@ -375,23 +392,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         p = self._checked_params()
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
-        init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
-        n_out = T.shape[1]
-        net = MLP(
-            [Xh.shape[1], *p["hidden"], n_out],
-            positive_class=int(self.positive_class),
-            dtype=p["dtype"],
-            backend=self.backend,
-            seed=np.random.default_rng(init_seq),
-        )
-        opt = Optimizer(
-            net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"]
-        )
-        state = TrainState(rng=np.random.default_rng(shuffle_seq))
+        net, opt, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
         validate = None
         if self.early_stopping:
             tr, va = self._split(
-                kind, T, p["validation_fraction"], np.random.default_rng(split_seq)
+                kind, T, p["validation_fraction"], split_rng
             )
             Xv = self._device_X(net, Xh[self._index(Xh, va)])
             Tv = T[va]
@@ -437,18 +442,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 if len(cls) < 2:
                     raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
-            init_seq, shuffle_seq, _ = np.random.SeedSequence(self.seed).spawn(3)
-            net = MLP(
-                [Xh.shape[1], *p["hidden"], T.shape[1]],
-                positive_class=int(self.positive_class),
-                dtype=p["dtype"],
-                backend=self.backend,
-                seed=np.random.default_rng(init_seq),
-            )
-            opt = Optimizer(
-                net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"]
-            )
-            state = TrainState(rng=np.random.default_rng(shuffle_seq))
+            net, opt, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
             self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
             return self
 

@@ -231,17 +231,21 @@ def run_epoch(
 ) -> float:
     """One pass over ``order`` in batches; returns the mean training loss (the epoch's one sync).
 
-    ``acc`` (1,) float64 on the device accumulates sum over batches of B * (mean batch loss).
+    ``acc`` (2,) float64 on the device: ``acc[0]`` accumulates the sum over batches of
+    B * (mean batch loss), ``acc[1]`` holds each term, so the step allocates nothing.
     """
     n = len(order)
     batches.start_epoch(order)
     acc[...] = 0
+    total, term = acc[0:1], acc[1:2]
+    multiply = engine.xp.multiply
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         B = stop - start
         Xb, Tb = batches.batch(start, stop)
         loss = engine.loss_and_grad(Xb, Tb, positive_class, 1.0 / B)
-        acc += loss * B
+        multiply(loss, B, out=term)
+        total += term
         optimizer.step()
         if on_batch is not None:
             on_batch(B)
@@ -309,7 +313,7 @@ def train(
     n = X.shape[0]
     batch_size = min(batch_size, n)
     batches = make_batches(engine, X, T, batch_size, placement)
-    acc = engine.xp.zeros(1, dtype=np.float64)
+    acc = engine.xp.zeros(2, dtype=np.float64)
     snaps = [Snapshot(engine, optimizer), Snapshot(engine, optimizer)]
     snaps[0].capture(state)
     good = 0
