@@ -63,8 +63,10 @@ def gemm_rates(reps: int, quick: bool) -> dict[str, float]:
 def step_cases(B: int, O: int, P: int, rng: np.random.Generator) -> list[tuple[str, int, Callable, Callable, Callable]]:
     """(name, minimal bytes moved, make_args, fused, unfused) for each step at batch B, width O,
     P parameters. make_args returns fresh inputs so the validation compares like with like."""
+    from bp_gpu import cpu_optimizer as CO
     from bp_gpu import cpu_steps as C
     from bp_gpu import steps_numpy as S
+    from bp_gpu.optim import hyper as H
 
     f4 = 4
     A = rng.standard_normal((B, O), dtype=np.float32) * 3
@@ -74,7 +76,12 @@ def step_cases(B: int, O: int, P: int, rng: np.random.Generator) -> list[tuple[s
     A1 = rng.standard_normal((B, 1), dtype=np.float32)
     p = rng.standard_normal(P, dtype=np.float32)
     g = rng.standard_normal(P, dtype=np.float32)
-    e = np.empty(0, np.float32)
+    no_state = np.zeros((1, 1), np.float32)
+
+    def sgd_hyper():
+        h = np.zeros(H.N_HYPER)
+        h[H.LR] = 0.01
+        return h
 
     def fwd(mod):
         return lambda a: mod.bias_sigmoid_forward(a[0], b)
@@ -86,14 +93,14 @@ def step_cases(B: int, O: int, P: int, rng: np.random.Generator) -> list[tuple[s
         return lambda a: mod.output_loss_delta(A1, b[:1], T, 1, 1.0 / B, a[0], a[1], a[2])
 
     def opt(mod):
-        return lambda a: mod.optimizer_update(0, a[0], g, e, e, P - O, 0.01, 0, 0, 0, 0, 0, 1, 1)
+        return lambda a: mod.optimizer_update(H.SGD, a[0], g, no_state, a[1], P - O)
 
     return [
         ("bias_sigmoid_forward", 2 * B * O * f4, lambda: [A.copy()], fwd(C), fwd(S)),
         ("sigmoid_delta_backward", 3 * B * O * f4, lambda: [A.copy(), np.empty(O, np.float32)], bwd(C), bwd(S)),
-        ("output_loss_delta", 3 * B * f4, lambda: [np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(1)],
+        ("output_loss_delta", 3 * B * f4, lambda: [np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(2)],
          out(C), out(S)),
-        ("optimizer_update (sgd)", 3 * P * f4, lambda: [p.copy()], opt(C), opt(S)),
+        ("optimizer_update (sgd)", 3 * P * f4, lambda: [p.copy(), sgd_hyper()], opt(CO), opt(S)),
     ]
 
 

@@ -1,4 +1,5 @@
-"""The CPU backend's fused steps: ``bp_gpu.steps_numpy`` compiled with Numba, one pass each.
+"""The CPU backend's fused forward/backward steps: ``bp_gpu.steps_numpy`` compiled with Numba, one pass
+each (the optimizer steps are in ``bp_gpu.cpu_optimizer``).
 
 Same signatures and in-place semantics as ``bp_gpu.steps_numpy`` (the readable spec these are
 tested against, ``tests/test_cpu_steps.py``). Why they exist: the NumPy expressions make several
@@ -25,8 +26,6 @@ import math
 
 import numba as nb
 import numpy as np
-
-from .steps_numpy import ADAM, MOMENTUM, OPTIMIZER_CODES, SGD  # noqa: F401  (same codes)
 
 # Every fast-math licence except ``reassoc`` (it would undo the two-constant range reduction
 # x - n*ln2_hi - n*ln2_lo) and ``nnan``/``ninf`` (a NaN must come out as NaN, not as garbage).
@@ -147,7 +146,9 @@ def _output_loss_delta_f32_column(A, b, T, flip, scale64, D, db, loss):
         total[0] += term
         col[0] += d
     db[0] = col.sum()
-    loss[0] = scale64 * total.sum()
+    S = total.sum()
+    loss[0] = scale64 * S
+    loss[1] += S
 
 
 @nb.njit(**_JIT)
@@ -165,7 +166,9 @@ def _output_loss_delta_f32(A, b, T, flip, scale64, D, db, loss):
             col[j] += d
     for j in range(O):
         db[j] = col[j]
-    loss[0] = scale64 * total.sum()
+    S = total.sum()
+    loss[0] = scale64 * S
+    loss[1] += S
 
 
 @nb.njit(**_JIT)
@@ -185,6 +188,7 @@ def _output_loss_delta(A, b, T, positive_class, scale, D, db, loss):
             col += D[r, j]  # the stored (rounded) value, so db is exactly the sum of D
         db[j] = col
     loss[0] = scale * total
+    loss[1] += total
 
 
 def output_loss_delta(
@@ -200,8 +204,9 @@ def output_loss_delta(
     """The output layer in one pass, from the GEMM output A = z_{L-1} W^T (before the bias).
 
     With a = A + b and s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes):
-    D <- scale * (sigma(a) - s);  db <- column sums of D;  loss[0] <- scale * sum(softplus(a) - s a).
-    A, T, D (B, O); b, db (O,); loss (1,) float64. A is left as it was.
+    D <- scale * (sigma(a) - s);  db <- column sums of D;  with S = sum(softplus(a) - s a):
+    loss[0] <- scale * S and loss[1] += S.  A, T, D (B, O); b, db (O,); loss (2,) float64.
+    A is left as it was.
     """
     if A.dtype == np.float32:
         column = (A.shape[1] == 1 and A.flags.c_contiguous and T.flags.c_contiguous
@@ -282,82 +287,3 @@ def take_rows(a: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
         raise ValueError(f"take_rows: out is {out.dtype}{out.shape}, needs {a.dtype}"
                          f"{(idx.shape[0], a.shape[1])}")
     _take_rows(a, idx, out)
-
-
-@nb.njit(inline="always", **_JIT)
-def _update_span(kind, decay, params, grads, m, v, lo, hi, h):
-    # params[lo:hi] with optimizer code ``kind``; ``decay``: L2 on these entries (the weights).
-    lr, momentum, weight_decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc1, bc2 = h
-    for i in range(lo, hi):
-        g = grads[i] + weight_decay * params[i] if decay else grads[i]
-        if kind == 0:  # SGD
-            params[i] -= lr * g
-        elif kind == 1:  # MOMENTUM
-            mi = momentum * m[i] + g
-            m[i] = mi
-            params[i] -= lr * mi
-        else:  # ADAM
-            mi = beta1 * m[i] + one_minus_beta1 * g
-            vi = beta2 * v[i] + one_minus_beta2 * g * g
-            m[i] = mi
-            v[i] = vi
-            params[i] -= lr * (mi / bc1) / (np.sqrt(vi / bc2) + eps)
-
-
-@nb.njit(**_JIT)
-def _optimizer_update(kind, params, grads, m, v, n_weights, lr, momentum, weight_decay, beta1,
-                      beta2, eps, bias_correction1, bias_correction2):
-    # params, grads, m, v (P,). The hyperparameters arrive as float64 and are rounded to the
-    # parameter dtype here (so float32 arithmetic stays float32, twice the lanes; converting them
-    # on the host took longer than the sgd step itself). Each (kind, decay) is spelled out with
-    # constants so that, with ``_update_span`` inlined, its branches fold away and the loop
-    # vectorizes (a kind tested per element made sgd over 6081 parameters take 4 us, not 0.5).
-    c = params.dtype.type
-    h = (c(lr), c(momentum), c(weight_decay), c(beta1), c(1.0 - beta1), c(beta2), c(1.0 - beta2),
-         c(eps), c(bias_correction1), c(bias_correction2))
-    P = params.shape[0]
-    if kind == 0:
-        _update_span(0, True, params, grads, m, v, 0, n_weights, h)
-        _update_span(0, False, params, grads, m, v, n_weights, P, h)
-    elif kind == 1:
-        _update_span(1, True, params, grads, m, v, 0, n_weights, h)
-        _update_span(1, False, params, grads, m, v, n_weights, P, h)
-    else:
-        _update_span(2, True, params, grads, m, v, 0, n_weights, h)
-        _update_span(2, False, params, grads, m, v, n_weights, P, h)
-
-
-def optimizer_update(
-    kind: int,
-    params: np.ndarray,
-    grads: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    n_weights: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    bias_correction1: float,
-    bias_correction2: float,
-) -> None:
-    """One optimizer step over the flat parameter buffer, every layer at once.  params, grads (P,).
-
-    As ``bp_gpu.steps_numpy.optimizer_update`` (sgd, momentum, adam; L2 decay on the first
-    ``n_weights`` entries), in one pass and without the copy of the gradient the spec makes.
-    m (and v) must be (P,) for momentum (and adam); for sgd they are not read.
-    """
-    if kind != SGD and kind != MOMENTUM and kind != ADAM:
-        raise ValueError(f"unknown optimizer code {kind}")
-    P = params.shape[0]
-    if grads.ndim != 1 or grads.shape[0] != P:
-        raise ValueError(f"optimizer_update: grads has shape {grads.shape}, params ({P},)")
-    if kind != SGD:
-        for name, buf in (("m", m), ("v", v)) if kind == ADAM else (("m", m),):
-            if buf.shape != (P,):
-                raise ValueError(f"optimizer_update: {name} has shape {buf.shape}, params ({P},)")
-    _optimizer_update(int(kind), params, grads, m, v, int(n_weights), float(lr), float(momentum),
-                      float(weight_decay), float(beta1), float(beta2), float(eps),
-                      float(bias_correction1), float(bias_correction2))

@@ -1,20 +1,22 @@
 """The fused steps of a training step, in NumPy: the reference every kernel is tested against.
 
-The buffered engine (``bp_gpu.engine``) runs a training step as GEMMs plus these four steps. A
-backend is a set of these four functions with the same signatures and in-place semantics: this
-module (the CPU backend), the Numba CUDA launchers in ``bp_gpu.kernels`` (the CUDA backend).
+The buffered engine (``bp_gpu.engine``) runs a training step as GEMMs plus these steps. A backend
+is a set of these functions with the same signatures and in-place semantics: the Numba CPU steps
+(``bp_gpu.cpu_steps``, ``bp_gpu.cpu_optimizer``) and the Numba CUDA launchers in ``bp_gpu.kernels``.
 
-Shapes: ``B`` batch rows, ``O`` units of the layer, ``P`` parameters in the flat buffer.
+Shapes: ``B`` batch rows, ``O`` units of the layer, ``P`` parameters in the flat buffer, ``S`` the
+optimizer's state rows (0, 1 or 2), ``N_HYPER`` the slots of ``bp_gpu.optim.hyper``.
 All arrays are C-contiguous; the functions write their outputs in place and return nothing, so
 that a device backend can do the same without allocating.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-SGD, MOMENTUM, ADAM = 0, 1, 2
-OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+from .optim import hyper as H
 
 
 def _sigmoid_inplace(a: np.ndarray) -> None:
@@ -46,14 +48,17 @@ def output_loss_delta(
     """The output layer in one pass, from the GEMM output A = z_{L-1} W^T (before the bias).
 
     With a = A + b and s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes):
-    D <- scale * (sigma(a) - s);  db <- column sums of D;  loss[0] <- scale * sum(softplus(a) - s a).
-    A, T, D (B, O); b, db (O,); loss (1,) float64. A is left as it was.
+    D <- scale * (sigma(a) - s);  db <- column sums of D;  with S = sum(softplus(a) - s a):
+    loss[0] <- scale * S and loss[1] += S (the running sum a training loop reads once per epoch).
+    A, T, D (B, O); b, db (O,); loss (2,) float64. A is left as it was.
     """
     a = A + b
     s = T if positive_class == 1 else 1 - T
     softplus = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
     # No float(): with CuPy arrays (the bench's plain-CuPy peer) that would wait on the device.
-    loss[0] = scale * (softplus - s * a).sum(dtype=np.float64)
+    S = (softplus - s * a).sum(dtype=np.float64)
+    loss[0] = scale * S
+    loss[1] += S
     _sigmoid_inplace(a)
     np.multiply(a - s, scale, out=D, casting="same_kind")
     D.sum(axis=0, out=db)
@@ -67,45 +72,85 @@ def sigmoid_delta_backward(G: np.ndarray, Z: np.ndarray, db: np.ndarray) -> None
     G.sum(axis=0, out=db)
 
 
-def optimizer_update(
-    kind: int,
-    params: np.ndarray,
-    grads: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    n_weights: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    bias_correction1: float,
-    bias_correction2: float,
-) -> None:
+def _hyper(hyper: np.ndarray) -> tuple[float, ...]:
+    """(t, rate, beta1, beta2, eps, weight_decay) of the step being taken, all float64. Derived
+    constants (bias corrections, 1 - beta) are computed in float64 and rounded once to the
+    parameters' dtype, as the kernels do."""
+    t = float(hyper[H.STEP]) + 1.0
+    lr = H.scheduled_rate(int(hyper[H.SCHEDULE]), float(hyper[H.LR]), float(hyper[H.WARMUP]),
+                          float(hyper[H.TOTAL]), float(hyper[H.FINAL]), t)
+    return t, lr, float(hyper[H.BETA1]), float(hyper[H.BETA2]), float(hyper[H.EPS]), float(hyper[H.WEIGHT_DECAY])
+
+
+def optimizer_update(rule: int, params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray,
+                     n_weights: int) -> None:
     """One optimizer step over the flat parameter buffer, every layer at once.  params, grads (P,).
 
-    The first ``n_weights`` entries are weights (L2 decay applies), the rest biases (no decay):
-    g = grad + weight_decay * p.  Then, as PyTorch's SGD / Adam:
-    sgd:      p -= lr g
-    momentum: m = momentum m + g;  p -= lr m                                   (m (P,))
-    adam:     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
-              p -= lr (m / bc1) / (sqrt(v / bc2) + eps),  bc_k = 1 - b_k^step  (m, v (P,))
-    The gradient buffer is not modified.
+    Reads the step count and the hyperparameters from ``hyper`` (N_HYPER,) float64 and advances
+    ``hyper[STEP]``; the rate of step t = hyper[STEP] + 1 is the schedule's (``scheduled_rate``).
+    ``state`` (S, P): m = state[0], v = state[1] where the rule has them. The first ``n_weights``
+    entries are weights (weight decay applies), the rest biases (never decayed). As PyTorch:
+
+    sgd:      g = grad + wd p;  p -= lr g
+    momentum: g = grad + wd p;  m = beta1 m + g;  p -= lr m             (dampening 0, not Nesterov)
+    adam:     g = grad + wd p (L2, torch.optim.Adam);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+              p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - b_k^t
+    adamw:    p *= 1 - lr wd (decoupled, torch.optim.AdamW);  then adam's update with g = grad
+    The gradient buffer is not modified. Arithmetic in the parameters' dtype.
     """
+    t, lr, b1, b2, eps, wd = _hyper(hyper)
+    c = params.dtype.type
     g = grads.copy()
-    g[:n_weights] += weight_decay * params[:n_weights]
-    if kind == SGD:
-        params -= lr * g
-    elif kind == MOMENTUM:
-        m *= momentum
+    if rule != H.ADAMW:
+        g[:n_weights] += c(wd) * params[:n_weights]
+    if rule == H.SGD:
+        params -= c(lr) * g
+    elif rule == H.MOMENTUM:
+        m = state[0]
+        m *= c(b1)
         m += g
-        params -= lr * m
-    elif kind == ADAM:
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * g * g
-        params -= lr * (m / bias_correction1) / (np.sqrt(v / bias_correction2) + eps)
+        params -= c(lr) * m
+    elif rule in (H.ADAM, H.ADAMW):
+        if rule == H.ADAMW:
+            params[:n_weights] *= c(1.0 - lr * wd)
+        m, v = state[0], state[1]
+        m *= c(b1)
+        m += c(1.0 - b1) * g
+        v *= c(b2)
+        v += c(1.0 - b2) * g * g
+        step_size = c(lr / (1.0 - b1**t))
+        bc2_sqrt = c(math.sqrt(1.0 - b2**t))
+        params -= step_size * m / (np.sqrt(v) / bc2_sqrt + c(eps))
     else:
-        raise ValueError(f"unknown optimizer code {kind}")
+        raise ValueError(f"unknown update rule {rule}")
+    hyper[H.STEP] = t
+    hyper[H.LR_LAST] = lr
+
+
+def lamb_update(params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray, n_weights: int,
+                segments: np.ndarray) -> None:
+    """One LAMB step (You et al. 2019, "Large Batch Optimization for Deep Learning", Algorithm 2).
+
+    ``segments`` (K + 1,) int64: the boundaries of the K "layers" of the flat buffer, each with its own
+    trust ratio (bp_gpu: every W_l and every b_l). With m = state[0], v = state[1]:
+    m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  r = (m / bc1) / (sqrt(v / bc2) + eps) + wd p
+    (wd on the weights only);  per segment k:  ratio_k = ||p_k|| / ||r_k||, or 1 where either norm is 0;
+    p_k -= lr ratio_k r_k.  Norms are summed in float64. Reads and advances ``hyper`` as
+    ``optimizer_update``.
+    """
+    t, lr, b1, b2, eps, wd = _hyper(hyper)
+    c = params.dtype.type
+    m, v = state[0], state[1]
+    m *= c(b1)
+    m += c(1.0 - b1) * grads
+    v *= c(b2)
+    v += c(1.0 - b2) * grads * grads
+    r = (m / c(1.0 - b1**t)) / (np.sqrt(v / c(1.0 - b2**t)) + c(eps))
+    r[:n_weights] += c(wd) * params[:n_weights]
+    for lo, hi in zip(segments[:-1], segments[1:]):
+        w_norm = math.sqrt(float(np.sum(params[lo:hi].astype(np.float64) ** 2)))
+        r_norm = math.sqrt(float(np.sum(r[lo:hi].astype(np.float64) ** 2)))
+        ratio = w_norm / r_norm if w_norm > 0 and r_norm > 0 else 1.0
+        params[lo:hi] -= c(lr * ratio) * r[lo:hi]
+    hyper[H.STEP] = t
+    hyper[H.LR_LAST] = lr

@@ -77,6 +77,7 @@ def output_loss_delta_finish_kernel(db_partial, loss_partial, scale, db, loss):
         total = block_sum(sh, acc)
         if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
             loss[0] = total * scale
+            loss[1] += total
     else:
         step = (cuda.gridDim.x - 1) * cuda.blockDim.x
         for c0 in range(cuda.blockIdx.x * cuda.blockDim.x, n_cols, step):
@@ -109,7 +110,7 @@ def output_loss_delta(
     _launch.check_2d(T, A.shape, "T", where)
     _launch.check_2d(D, A.shape, "D", where)
     _launch.check_1d(db, n_cols, "db", where)
-    _launch.check_1d(loss, 1, "loss", where)
+    _launch.check_1d(loss, 2, "loss", where)
     if loss.dtype != np.float64:
         raise TypeError(f"{where}: loss must be float64; got {loss.dtype}")
     if positive_class not in (0, 1):
@@ -117,13 +118,10 @@ def output_loss_delta(
     grid, block = _launch.tile_2d(n_rows, n_cols)
     stream = _launch.stream()
     n_blocks = grid[0] * grid[1]
-    if n_blocks == 1:  # stage 1 writes the results themselves
-        db_partial, loss_partial, loss_scale = db.reshape(1, n_cols), loss, float(scale)
-    else:
-        db_partial = _launch.workspace("column_partials", A.dtype, grid[1] * n_cols)
-        db_partial = db_partial[: grid[1] * n_cols].reshape(grid[1], n_cols)  # (NB, O)
-        loss_partial = _launch.workspace("loss_partials", np.float64, n_blocks)[:n_blocks]  # (NBLK,)
-        loss_scale = 1.0
+    db_partial = _launch.workspace("column_partials", A.dtype, grid[1] * n_cols)
+    db_partial = db_partial[: grid[1] * n_cols].reshape(grid[1], n_cols)  # (NB, O)
+    loss_partial = _launch.workspace("loss_partials", np.float64, n_blocks)[:n_blocks]  # (NBLK,)
+    loss_scale = 1.0
     output_loss_delta_kernel[grid, block, stream](
         _launch.arg(A, "A"),
         _launch.arg(b, "b"),
@@ -135,7 +133,7 @@ def output_loss_delta(
         _launch.arg(loss_partial, "loss_partial"),
         loss_scale,
     )
-    if n_blocks > 1:
+    if True:  # the running sum loss[1] is added in stage 2
         (gx, _), fblock = _launch.tile_2d(*db_partial.shape)
         output_loss_delta_finish_kernel[(gx + 1, 1), fblock, stream](
             _launch.arg(db_partial, "db_partial"),

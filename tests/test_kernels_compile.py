@@ -19,6 +19,8 @@ KERNELS = {
     "sigmoid_delta_backward_kernel",
     "column_sum_kernel",
     "optimizer_update_kernel",
+    "lamb_moments_kernel",
+    "lamb_apply_kernel",
 }
 
 

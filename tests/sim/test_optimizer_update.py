@@ -1,57 +1,94 @@
-"""optimizer_update kernel (SGD, momentum, Adam over the flat buffer) vs its NumPy reference."""
+"""The optimizer kernels (SGD, momentum, Adam, AdamW over the flat buffer; LAMB's two launches) vs
+their NumPy reference, over several steps of a schedule: the step count advances on the device and
+the last-block ticket is back at 0 after every launch (several blocks in these grids)."""
 
 import numpy as np
 import pytest
+from bp_gpu.kernels import _launch
+from bp_gpu.kernels.lamb_update import geometry, lamb_update
 from bp_gpu.kernels.optimizer_update import optimizer_update
 
 from bp_gpu import steps_numpy as ref
+from bp_gpu.optim import hyper as H
 
 TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-13, atol=1e-15)}
-HYPER = dict(lr=0.05, momentum=0.9, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+ROWS = {H.SGD: 0, H.MOMENTUM: 1, H.ADAM: 2, H.ADAMW: 2}
 
 
-def _step(step, kind, p, g, m, v, n_weights, n_step):
-    p, m, v, g_in = p.copy(), m.copy(), v.copy(), g.copy()
-    bc1, bc2 = 1 - HYPER["beta1"] ** n_step, 1 - HYPER["beta2"] ** n_step
-    step(kind, p, g_in, m, v, n_weights, *HYPER.values(), bc1, bc2)
-    np.testing.assert_array_equal(g_in, g)  # the gradient buffer is not modified
-    return p, m, v
+def _hyper(beta1=0.9):
+    h = np.zeros(H.N_HYPER)
+    h[[H.SCHEDULE, H.LR, H.WARMUP, H.TOTAL, H.FINAL]] = H.WARMUP_COSINE, 0.05, 2, 10, 0.0
+    h[[H.BETA1, H.BETA2, H.EPS, H.WEIGHT_DECAY]] = beta1, 0.999, 1e-8, 0.01
+    return h
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kind", [ref.SGD, ref.MOMENTUM, ref.ADAM])
+@pytest.mark.parametrize("rule", [H.SGD, H.MOMENTUM, H.ADAM, H.ADAMW])
 @pytest.mark.parametrize("n_params, n_weights", [(1, 0), (1, 1), (47, 40), (300, 257)])
-def test_matches_reference(kind, dtype, n_params, n_weights, rng):
+def test_optimizer_update_matches_reference(rule, dtype, n_params, n_weights, rng):
     p = rng.standard_normal(n_params).astype(dtype)
     g = rng.standard_normal(n_params).astype(dtype)
-    m = rng.standard_normal(n_params).astype(dtype) * 0.1
-    v = rng.random(n_params).astype(dtype) * 0.1
-    want = _step(ref.optimizer_update, kind, p, g, m, v, n_weights, 3)
-    got = _step(optimizer_update, kind, p, g, m, v, n_weights, 3)
-    for x, y in zip(got, want):
-        np.testing.assert_allclose(x, y, **TOL[dtype])
+    rows = ROWS[rule]
+    st = (rng.random((rows, n_params)) * 0.1).astype(dtype) if rows else np.zeros((1, 1), dtype)
+    runs = []
+    for step in (ref.optimizer_update, optimizer_update):
+        x, s, h, g_in = p.copy(), st.copy(), _hyper(0.8 if rule == H.MOMENTUM else 0.9), g.copy()
+        for _ in range(3):
+            step(rule, x, g_in, s, h, n_weights)
+        np.testing.assert_array_equal(g_in, g)  # the gradient buffer is not modified
+        runs.append((x, s, h))
+    (x0, s0, h0), (x1, s1, h1) = runs
+    np.testing.assert_allclose(x1, x0, **TOL[dtype])
+    np.testing.assert_allclose(s1, s0, **TOL[dtype])
+    np.testing.assert_array_equal(h1, h0)  # STEP = 3, LR_LAST, TICKET back at 0, config untouched
 
 
 @pytest.mark.sim
-def test_sgd_needs_no_state_and_momentum_no_second_moment(rng):
-    p = rng.standard_normal(9)
-    g = rng.standard_normal(9)
-    want = p.copy()
-    ref.optimizer_update(ref.SGD, want, g, None, None, 6, 0.1, 0.0, 0.5, 0.9, 0.999, 1e-8, 1.0, 1.0)
-    optimizer_update(ref.SGD, p, g, None, None, 6, 0.1, 0.0, 0.5, 0.9, 0.999, 1e-8, 1.0, 1.0)
-    np.testing.assert_allclose(p, want, rtol=1e-15)
-    m = np.zeros(9)
-    optimizer_update(ref.MOMENTUM, p, g, m, None, 6, 0.1, 0.9, 0.0, 0.9, 0.999, 1e-8, 1.0, 1.0)
-    np.testing.assert_allclose(m, g, rtol=1e-15)
+def test_optimizer_update_uses_several_blocks():
+    grid, _ = _launch.tile_1d(300)
+    assert grid > 1  # so the ticket decides which block advances the step
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("segments", [[0, 300], [0, 100, 257, 280, 300], [0, 3, 5, 7, 8]])
+def test_lamb_update_matches_reference(dtype, segments, rng):
+    segments = np.array(segments, dtype=np.int64)
+    n = int(segments[-1])
+    n_weights = int(segments[(len(segments) - 1) // 2]) if len(segments) > 2 else n
+    p = rng.standard_normal(n).astype(dtype)
+    if len(segments) > 2:
+        p[segments[-2]:] = 0  # a bias still at 0: its trust ratio is 1
+    g = rng.standard_normal(n).astype(dtype)
+    runs = []
+    for step in (ref.lamb_update, lamb_update):
+        x, s, h = p.copy(), np.zeros((2, n), dtype), _hyper()
+        for _ in range(3):
+            step(x, g, s, h, n_weights, segments)
+        runs.append((x, s, h))
+    (x0, s0, h0), (x1, s1, h1) = runs
+    np.testing.assert_allclose(x1, x0, **TOL[dtype])
+    np.testing.assert_allclose(s1, s0, **TOL[dtype])
+    np.testing.assert_array_equal(h1, h0)
+
+
+@pytest.mark.sim
+def test_lamb_geometry_covers_each_segment():
+    (gx, k), _ = geometry(np.array([0, 300]))
+    assert k == 1 and gx > 1  # one segment over several blocks: the partials are summed
+    (gx, k), _ = geometry(np.array([0, 100, 257, 280, 300]))
+    assert k == 4 and gx >= 1
 
 
 @pytest.mark.sim
 def test_rejects_bad_arguments():
     p = np.zeros(4)
-    with pytest.raises(ValueError, match="unknown optimizer code 7"):
-        optimizer_update(7, p, p.copy(), None, None, 0, 0.1, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
-    with pytest.raises(ValueError, match="m .* is required"):
-        optimizer_update(ref.ADAM, p, p.copy(), None, np.zeros(4), 0, 0.1, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
+    with pytest.raises(ValueError, match="unknown update rule 7"):
+        optimizer_update(7, p, p.copy(), np.zeros((1, 1)), _hyper(), 0)
+    with pytest.raises(ValueError, match=r"state must have shape \(2, 4\)"):
+        optimizer_update(H.ADAM, p, p.copy(), np.zeros((1, 4)), _hyper(), 0)
     with pytest.raises(ValueError, match=r"n_weights must be in \[0, 4\]"):
-        optimizer_update(ref.SGD, p, p.copy(), None, None, 5, 0.1, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
+        optimizer_update(H.SGD, p, p.copy(), np.zeros((1, 1)), _hyper(), 5)
+    with pytest.raises(ValueError, match="segments must rise from 0 to 4"):
+        lamb_update(p, p.copy(), np.zeros((2, 4)), _hyper(), 2, np.array([0, 3]))

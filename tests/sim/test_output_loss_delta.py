@@ -16,7 +16,7 @@ LOSS_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 def _run(step, A, b, T, positive_class, scale):
     D = np.full_like(A, np.nan)
     db = np.full(A.shape[1], np.nan, dtype=A.dtype)
-    loss = np.full(1, np.nan)
+    loss = np.array([np.nan, 0.5])  # [scaled loss, running sum it adds to]
     A_in = A.copy()
     step(A_in, b, T, positive_class, scale, D, db, loss)
     np.testing.assert_array_equal(A_in, A)  # A is left as it was
@@ -55,7 +55,7 @@ def test_finite_for_huge_logits(dtype):
 @pytest.mark.sim
 def test_rejects_bad_arguments():
     A = np.zeros((3, 2))
-    ok = dict(b=np.zeros(2), T=np.zeros((3, 2)), D=np.zeros((3, 2)), db=np.zeros(2), loss=np.zeros(1))
+    ok = dict(b=np.zeros(2), T=np.zeros((3, 2)), D=np.zeros((3, 2)), db=np.zeros(2), loss=np.zeros(2))
 
     def call(**kw):
         a = {**ok, **kw}
@@ -64,6 +64,6 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match=r"T must have shape \(3, 2\)"):
         call(T=np.zeros((2, 3)))
     with pytest.raises(TypeError, match="loss must be float64"):
-        call(loss=np.zeros(1, dtype=np.float32))
+        call(loss=np.zeros(2, dtype=np.float32))
     with pytest.raises(ValueError, match="positive_class must be 0 or 1"):
         call(pc=2)

@@ -1,0 +1,192 @@
+"""One LAMB step over the flat parameter buffer in two launches: moments and per-layer norms, then
+the update scaled by each layer's trust ratio.
+
+Math (``bp_gpu.steps_numpy.lamb_update``; You et al. 2019, Algorithm 2), t the step being taken,
+lr = schedule(t): ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd p``
+(wd on weights only); per segment k (every W_l and every b_l): ``ratio_k = ||p_k|| / ||r_k||``, 1
+where either norm is 0; ``p_k -= lr ratio_k r_k``.
+
+Launch 1 (``lamb_moments_kernel``) updates m and v, and sums ||p||^2 and ||r||^2 per block in float64
+(a fixed-order tree in shared memory) into ``work``; the last block to finish (atomic ticket in
+``hyper[TICKET]`` after a fence, see ``optimizer_update``) reduces each segment's partials in a fixed
+order and writes the trust ratios. Launch 2 (``lamb_apply_kernel``) recomputes r from the stored
+moments (the same value: same inputs, same expression) and applies it; its last block advances
+``hyper[STEP]``. Deterministic: the grid depends only on the segment sizes and the device.
+
+Shapes: ``P`` parameters, ``K`` segments, ``GX`` blocks per segment. params, grads (P,); state (2, P);
+hyper (N_HYPER,) float64; segments (K + 1,) int64 (boundaries, the first 0 and the last P; a device
+copy is kept per boundaries); work (K + 2 K GX,) float64: the K ratios, then the (K, GX, 2) partial
+sums.
+
+Launch geometry: a (GX, K) grid of 1-D blocks: blockIdx.y is the segment, blockIdx.x and threadIdx.x
+grid-stride over it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ..optim import hyper as H
+from . import _launch
+from ._launch import MAX_THREADS
+from ._reduce import block_sum
+from .optimizer_update import _scheduled_rate, last_block_advances_step
+
+
+@cuda.jit(device=True, inline="always")
+def _constants(hyper, ft):
+    t = hyper[H.STEP] + 1.0
+    lr = _scheduled_rate(int(hyper[H.SCHEDULE]), hyper[H.LR], hyper[H.WARMUP], hyper[H.TOTAL], hyper[H.FINAL], t)
+    b1, b2 = hyper[H.BETA1], hyper[H.BETA2]
+    bc1, bc2 = ft(1.0 - b1**t), ft(1.0 - b2**t)
+    return t, lr, bc1, bc2, ft(hyper[H.EPS]), ft(hyper[H.WEIGHT_DECAY])
+
+
+@cuda.jit(device=True, inline="always")
+def _direction(p, mi, vi, bc1, bc2, eps, wd, decay):
+    r = (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+    return r + wd * p if decay else r
+
+
+@cuda.jit
+def lamb_moments_kernel(params, grads, state, hyper, n_weights, segments, work):
+    ft = params.dtype.type
+    t, lr, bc1, bc2, eps, wd = _constants(hyper, ft)
+    b1, b2 = ft(hyper[H.BETA1]), ft(hyper[H.BETA2])
+    c1, c2 = ft(1.0 - hyper[H.BETA1]), ft(1.0 - hyper[H.BETA2])
+    sh = cuda.shared.array(MAX_THREADS, numba.float64)
+    k = cuda.blockIdx.y
+    n_seg = segments.shape[0] - 1
+    gx = cuda.gridDim.x
+    lo, hi = segments[k], segments[k + 1]
+    decay = hi <= n_weights  # a segment is all weights or all biases
+    w2 = 0.0
+    r2 = 0.0
+    for i in range(lo + cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, hi, gx * cuda.blockDim.x):
+        g = grads[i]
+        mi = b1 * state[0, i] + c1 * g
+        vi = b2 * state[1, i] + c2 * g * g
+        state[0, i] = mi
+        state[1, i] = vi
+        p = params[i]
+        r = _direction(p, mi, vi, bc1, bc2, eps, wd, decay)
+        w2 += float(p) * float(p)
+        r2 += float(r) * float(r)
+    w2 = block_sum(sh, w2)
+    r2 = block_sum(sh, r2)
+    part = n_seg + 2 * (k * gx + cuda.blockIdx.x)  # (K, GX, 2) after the K ratios
+    if cuda.threadIdx.x == 0:
+        work[part] = w2
+        work[part + 1] = r2
+    # The last block turns the partials into trust ratios (its syncthreads are reached by the whole
+    # block: the branch depends on a shared value).
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        cuda.threadfence()
+        sh[0] = 1.0 if cuda.atomic.add(hyper, H.TICKET, 1.0) == gx * n_seg - 1.0 else 0.0
+    cuda.syncthreads()
+    if sh[0] == 1.0:
+        cuda.threadfence()
+        for s in range(n_seg):
+            wa = 0.0
+            ra = 0.0
+            for j in range(cuda.threadIdx.x, gx, cuda.blockDim.x):
+                wa += work[n_seg + 2 * (s * gx + j)]
+                ra += work[n_seg + 2 * (s * gx + j) + 1]
+            wa = block_sum(sh, wa)
+            ra = block_sum(sh, ra)
+            if cuda.threadIdx.x == 0:
+                work[s] = math.sqrt(wa) / math.sqrt(ra) if wa > 0.0 and ra > 0.0 else 1.0
+        if cuda.threadIdx.x == 0:
+            hyper[H.TICKET] = 0.0
+
+
+@cuda.jit
+def lamb_apply_kernel(params, state, hyper, n_weights, segments, work):
+    ft = params.dtype.type
+    t, lr, bc1, bc2, eps, wd = _constants(hyper, ft)
+    k = cuda.blockIdx.y
+    lo, hi = segments[k], segments[k + 1]
+    decay = hi <= n_weights
+    step = ft(lr * work[k])
+    for i in range(lo + cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, hi, cuda.gridDim.x * cuda.blockDim.x):
+        p = params[i]
+        params[i] = p - step * _direction(p, state[0, i], state[1, i], bc1, bc2, eps, wd, decay)
+    last_block_advances_step(hyper, t, lr)
+
+
+def geometry(segments: np.ndarray) -> tuple[tuple[int, int], int]:
+    """((GX, K), threads): GX blocks per segment, enough for the longest segment, K * GX capped at
+    about one wave of the device (and at least one block per segment)."""
+    seg = np.asarray(segments)
+    n_seg = len(seg) - 1
+    longest = int(np.max(np.diff(seg))) if n_seg else 0
+    threads = _launch.THREADS
+    gx = max(1, min(-(-longest // threads), _launch.max_blocks() // max(n_seg, 1)))
+    return (gx, n_seg), threads
+
+
+def work_size(segments: np.ndarray) -> int:
+    """Float64 entries ``work`` needs for these segments: K ratios and (K, GX, 2) partials."""
+    (gx, n_seg), _ = geometry(segments)
+    return n_seg + 2 * n_seg * gx
+
+
+_segment_buffers: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _device_buffers(segments: np.ndarray) -> tuple[Any, Any]:
+    """(segments on the device, work) for these boundaries: copied and allocated once per device
+    and boundaries, so a step never allocates or copies."""
+    key = (_launch._device_id(), tuple(int(s) for s in segments))
+    bufs = _segment_buffers.get(key)
+    if bufs is None:
+        if _launch.SIMULATOR:
+            bufs = (np.array(segments, dtype=np.int64), np.zeros(work_size(segments), np.float64))
+        else:
+            import cupy
+
+            bufs = (cupy.asarray(segments, dtype=np.int64), cupy.zeros(work_size(segments), np.float64))
+        _segment_buffers[key] = bufs
+    return bufs
+
+
+def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray) -> None:
+    """One LAMB step on CuPy's current stream: two launches.  params, grads (P,); state (2, P); hyper
+    (N_HYPER,) float64, advanced by one step; segments (K + 1,) int64 host array (the boundaries)."""
+    where = "lamb_update"
+    n = params.shape[0]
+    _launch.check_1d(params, n, "params", where)
+    _launch.check_1d(grads, n, "grads", where)
+    _launch.check_1d(hyper, H.N_HYPER, "hyper", where)
+    if state.ndim != 2 or tuple(state.shape) != (2, n) or not state.flags.c_contiguous:
+        raise ValueError(f"{where}: state must be a C-contiguous (2, {n}) array; got {state.shape}")
+    seg = np.asarray(segments)
+    if seg.ndim != 1 or len(seg) < 2 or seg[0] != 0 or seg[-1] != n or np.any(np.diff(seg) < 0):
+        raise ValueError(f"{where}: segments must rise from 0 to {n}; got {seg.tolist()}")
+    seg_dev, work = _device_buffers(seg)
+    grid, block = geometry(seg)
+    stream = _launch.stream()
+    lamb_moments_kernel[grid, block, stream](
+        _launch.arg(params, "params"), _launch.arg(grads, "grads"), _launch.arg(state, "state"),
+        _launch.arg(hyper, "hyper"), int(n_weights), _launch.arg(seg_dev, "segments"), _launch.arg(work, "work"),
+    )
+    lamb_apply_kernel[grid, block, stream](
+        _launch.arg(params, "params"), _launch.arg(state, "state"), _launch.arg(hyper, "hyper"), int(n_weights),
+        _launch.arg(seg_dev, "segments"), _launch.arg(work, "work"),
+    )
+
+
+def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:
+    """(kernel name, Python function, Numba signature) of every kernel here, for compile checks."""
+    f = numba.from_dtype(dtype)
+    d1, i8, i1 = numba.float64[::1], numba.int64, numba.int64[::1]
+    return [
+        ("lamb_moments_kernel", lamb_moments_kernel.py_func, (f[::1], f[::1], f[:, ::1], d1, i8, i1, d1)),
+        ("lamb_apply_kernel", lamb_apply_kernel.py_func, (f[::1], f[:, ::1], d1, i8, i1, d1)),
+    ]
