@@ -6,7 +6,7 @@ weights back, so the timed ``epoch()`` of every peer starts from the same point 
 mean training loss of the epoch (read once at the end: the only host-device sync).
 
 Peers (``PEERS``): ``bp_gpu-cpu``, ``bp_gpu-cuda`` (the real training loop,
-``bp_gpu.train.run_epoch``, with ``bp_gpu.optim.Optimizer("sgd")``), ``torch-eager``,
+``bp_gpu.train.run_epoch``, with ``bp_gpu.optim.SGD``), ``torch-eager``,
 ``torch-compile`` (nn.Linear + nn.Sigmoid, BCEWithLogitsLoss, torch.optim.SGD; ``-cuda`` variants
 on a GPU), ``sklearn`` (MLPClassifier, logistic, sgd, momentum 0, one ``partial_fit`` epoch) and
 ``numpy`` (the loop a NumPy user would write, allocating as it goes).
@@ -76,24 +76,23 @@ class BpGpu(Peer):
     def __init__(self, w, X, T, weights):
         super().__init__(w, X, T, weights)
         import bp_gpu
-        from bp_gpu.optim import Optimizer
+        from bp_gpu.optim import SGD
         from bp_gpu.train import make_batches
 
         self.net = bp_gpu.MLP(w.sizes, dtype="float32", backend=self.backend)
         self.net.set_weights(weights)
         eng = self.net._engine
         eng.ensure_capacity(min(w.batch, w.samples))
-        self.opt = Optimizer(eng, "sgd", LEARNING_RATE)
+        self.opt = SGD(self.net, LEARNING_RATE)
         # "device": X and T go to the engine's memory once, batches are gathered there.
         self.batches = make_batches(eng, X, T, w.batch, "device")
-        self.acc = eng.xp.zeros(2, dtype=np.float64)  # see run_epoch
 
     def train_batches(self, starts):
         from bp_gpu.train import run_epoch
 
         bs, n = self.w.batch, self.w.samples
         order = np.concatenate([np.arange(s, min(s + bs, n)) for s in starts])
-        return run_epoch(self.net._engine, self.opt, self.batches, order, 1, bs, self.acc)
+        return run_epoch(self.net, self.opt, self.batches, order, bs)
 
     def reset(self):
         self.net.set_weights(self.weights)

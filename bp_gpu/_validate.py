@@ -1,7 +1,14 @@
 """Input checks at the public API edge: every error says what is wrong and where, in the API's words.
 
 Checks run before any state changes, so a rejected call leaves the model as it was. They accept
-NumPy-compatible input and CuPy arrays; a CuPy array stays on the device when the backend is CUDA.
+NumPy-compatible input, CuPy arrays and any DLPack producer (PyTorch tensors, JAX arrays): an array
+already on the backend's device with the right dtype and layout is used as it is (no copy), anything
+else is converted once.
+
+Values (NaN/inf features, labels other than 0/1) are checked wherever that costs no wait on a
+device: always for host arrays, and for device arrays where the caller reads the device anyway
+(``loss``, ``loss_and_grad``). ``train_step`` does not read device inputs' values unless asked
+(``check_values=True``), since that would synchronize every step.
 """
 
 from __future__ import annotations
@@ -19,6 +26,38 @@ def array_module(x: Any) -> Any:
 
         return cupy
     return np
+
+
+def _device_type(x: Any) -> int | None:
+    """The DLPack device type of a producer (1 = CPU, 2 = CUDA, ...), or None if it does not say."""
+    try:
+        return int(x.__dlpack_device__()[0])
+    except Exception:
+        return None
+
+
+def as_array(x: Any, xp: Any, name: str) -> Any:
+    """x as a NumPy or CuPy array, without a copy where possible: NumPy and CuPy arrays as they are,
+    DLPack producers (``__dlpack__``: PyTorch, JAX) viewed through ``from_dlpack`` in place when they
+    live where ``xp`` computes; a producer on another device is copied once; anything else goes
+    through ``numpy.asarray``."""
+    if isinstance(x, np.ndarray) or array_module(x) is not np:
+        return x
+    if hasattr(x, "__dlpack__") and not isinstance(x, np.generic):
+        on_cpu = _device_type(x) in (None, 1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
+        try:
+            if xp is not np and not on_cpu:
+                return xp.from_dlpack(x)  # same device: zero copy
+            if on_cpu:
+                return np.from_dlpack(x)  # zero copy; a CUDA backend copies it to the device once
+            # On a device, wanted on the host: ask the producer for a host copy (DLPack 1.0).
+            return np.from_dlpack(x, device="cpu", copy=True)
+        except Exception as exc:
+            raise TypeError(
+                f"{name} ({type(x).__module__}.{type(x).__name__}) could not be read through DLPack: {exc}. "
+                "Pass a NumPy array (e.g. tensor.cpu().numpy()) or move it to the backend's device"
+            ) from None
+    return x
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -63,9 +102,16 @@ def _check_finite(x: Any, name: str) -> None:
         raise ValueError(f"{name}[{', '.join(map(str, where))}] is {what}; {name} must be finite")
 
 
-def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str = "X") -> Any:
-    """X as a C-contiguous (n, n_features) array of ``dtype`` in ``xp``, or a clear error."""
-    X = _numeric(X, name)
+def _check_values(x: Any, values: bool | None) -> bool:
+    """Whether to read x's values: ``values`` if given, else only when x is on the host."""
+    return values if values is not None else array_module(x) is np
+
+
+def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str = "X",
+                   values: bool | None = True) -> Any:
+    """X as a C-contiguous (n, n_features) array of ``dtype`` in ``xp``, or a clear error.
+    ``values``: check that X is finite (None: only a host array, see the module docstring)."""
+    X = _numeric(as_array(X, xp, name), name)
     if X.ndim != 2:
         hint = ""
         if X.ndim == 1:
@@ -83,15 +129,18 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
             f"{name} has {X.shape[1]} features (columns) but the network expects {n_features} "
             "(layer_sizes[0])"
         )
-    _check_finite(X, name)
+    if _check_values(X, values):
+        _check_finite(X, name)
     if xp is np and array_module(X) is not np:
         X = to_numpy(X)
     return xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
 
 
-def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: Any, name: str = "t") -> Any:
-    """t as a C-contiguous (n, n_outputs) array of ``dtype`` in ``xp`` holding only 0 and 1."""
-    t = _numeric(t, name)
+def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: Any, name: str = "t",
+                  values: bool | None = True) -> Any:
+    """t as a C-contiguous (n, n_outputs) array of ``dtype`` in ``xp`` holding only 0 and 1.
+    ``values``: as for ``check_features``."""
+    t = _numeric(as_array(t, xp, name), name)
     if not (t.ndim == 2 and t.shape[1] == n_outputs) and not (t.ndim == 1 and n_outputs == 1):
         expect = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
         raise ValueError(
@@ -100,14 +149,15 @@ def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: A
         )
     if t.shape[0] != n_samples:
         raise ValueError(f"{name} has {t.shape[0]} rows but X has {n_samples}; they must match")
-    _check_finite(t, name)
     txp = array_module(t)
-    binary = (t == 0) | (t == 1)
-    if not bool(binary.all()):
-        where = _first_bad(~binary)
-        raise ValueError(
-            f"{name}[{', '.join(map(str, where))}] = {to_numpy(t[where]).item()!r}; labels must be 0 or 1"
-        )
+    if _check_values(t, values):
+        _check_finite(t, name)
+        binary = (t == 0) | (t == 1)
+        if not bool(binary.all()):
+            where = _first_bad(~binary)
+            raise ValueError(
+                f"{name}[{', '.join(map(str, where))}] = {to_numpy(t[where]).item()!r}; labels must be 0 or 1"
+            )
     t = t.reshape(-1, n_outputs)
     if xp is np and txp is not np:
         t = to_numpy(t)

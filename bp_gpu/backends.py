@@ -79,9 +79,9 @@ def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype):
     from .engine import Engine
 
     if backend == "cpu":
-        from . import cpu_steps
+        from .cpu_backend import CPU_STEPS
 
-        return Engine(np, cpu_steps, layer_sizes, dtype, "cpu")
+        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu")
     from .cuda_host import make_cuda_engine
 
     return make_cuda_engine(layer_sizes, dtype)

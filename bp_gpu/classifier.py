@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _validate as V
 from .mlp import DTYPES, MLP
-from .optim import OPTIMIZERS, Optimizer
+from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
 from .train import Snapshot, TrainingMonitor, TrainState, train
 
 
@@ -81,6 +81,8 @@ except ImportError:  # scikit-learn is optional (the `train` extra): see the mod
 
 
 BINARY, MULTICLASS, MULTILABEL = "binary", "multiclass", "multilabel"
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lamb")
+LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
 
 
 def _real(
@@ -103,6 +105,17 @@ def _real(
     return float(value)
 
 
+def make_optimizer(name: str, net: MLP, learning_rate: float | Schedule, momentum: float,
+                   weight_decay: float) -> Optimizer:
+    """The ``bp_gpu.optim`` optimizer an ``optimizer=`` name stands for (``momentum`` only for
+    "momentum")."""
+    if name == "sgd":
+        return SGD(net, learning_rate, weight_decay=weight_decay)
+    if name == "momentum":
+        return SGD(net, learning_rate, momentum=momentum, weight_decay=weight_decay)
+    return {"adam": Adam, "adamw": AdamW, "lamb": LAMB}[name](net, learning_rate, weight_decay=weight_decay)
+
+
 def _int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int; got {value!r}")
@@ -118,10 +131,20 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     ----------
     hidden_layer_sizes : int or sequence of int, default (100,)
         Widths of the hidden layers; ``()`` means no hidden layer (logistic regression).
-    optimizer : {"sgd", "momentum", "adam"}, default "adam"
-        PyTorch's SGD, SGD with momentum (dampening 0, not Nesterov) and Adam
-        (betas 0.9, 0.999, eps 1e-8).
+    optimizer : {"sgd", "momentum", "adam", "adamw", "lamb"}, default "adam"
+        PyTorch's SGD, SGD with momentum (dampening 0, not Nesterov), Adam (L2 weight decay) and
+        AdamW (decoupled weight decay), all with betas 0.9, 0.999 and eps 1e-8; and LAMB (eps 1e-6,
+        per-layer trust ratios; see ``bp_gpu.optim.LAMB``).
     learning_rate : float > 0, default 0.001
+        The rate, or with a schedule its peak.
+    lr_schedule : {"constant", "warmup_cosine", "warmup_linear"}, default "constant"
+        A learning-rate schedule over the ``epochs`` of ``fit`` (``bp_gpu.optim.warmup_cosine`` /
+        ``warmup_linear``): a linear warm-up over ``warmup_epochs`` to ``learning_rate``, then a
+        cosine or linear decay to ``final_learning_rate`` at the last step; the rate stays there
+        after. ``partial_fit`` rebuilds it from the current parameters and the data of the call.
+    warmup_epochs : float >= 0, default 0.0
+        Epochs of linear warm-up (a fraction is rounded to whole steps).
+    final_learning_rate : float >= 0, default 0.0
     momentum : float in [0, 1), default 0.9
         Used by ``optimizer="momentum"`` only.
     batch_size : int >= 1, default 200
@@ -168,6 +191,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         hidden_layer_sizes: Any = (100,),
         optimizer: str = "adam",
         learning_rate: float = 0.001,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        final_learning_rate: float = 0.0,
         momentum: float = 0.9,
         batch_size: int = 200,
         epochs: int = 200,
@@ -185,6 +211,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.hidden_layer_sizes = hidden_layer_sizes
         self.optimizer = optimizer
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.final_learning_rate = final_learning_rate
         self.momentum = momentum
         self.batch_size = batch_size
         self.epochs = epochs
@@ -217,6 +246,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(
                 f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {self.optimizer!r}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}; got {self.lr_schedule!r}"
+            )
         if isinstance(self.positive_class, bool) or self.positive_class not in (0, 1):
             raise ValueError(f"positive_class must be 0 or 1; got {self.positive_class!r}")
         try:
@@ -235,6 +268,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return {
             "hidden": hidden,
             "learning_rate": _real("learning_rate", self.learning_rate, 0.0, low_open=True),
+            "warmup_epochs": _real("warmup_epochs", self.warmup_epochs, 0.0),
+            "final_learning_rate": _real("final_learning_rate", self.final_learning_rate, 0.0),
             "momentum": _real("momentum", self.momentum, 0.0, 1.0, high_open=True),
             "batch_size": _int("batch_size", self.batch_size, 1),
             "epochs": _int("epochs", self.epochs, 1),
@@ -367,9 +402,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     # -- training ------------------------------------------------------------------------------
     def _fresh(
         self, p: dict[str, Any], n_features: int, n_outputs: int
-    ) -> tuple[MLP, Optimizer, TrainState, np.random.Generator]:
-        """A new network, optimizer and loop state from ``seed``, and the early-stopping split's
-        generator: three independent streams, so each is the same whatever the others draw."""
+    ) -> tuple[MLP, TrainState, np.random.Generator]:
+        """A new network and loop state from ``seed``, and the early-stopping split's generator:
+        three independent streams, so each is the same whatever the others draw."""
         init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
         net = MLP(
             [n_features, *p["hidden"], n_outputs],
@@ -378,9 +413,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             backend=self.backend,
             seed=np.random.default_rng(init_seq),
         )
-        opt = Optimizer(net._engine, self.optimizer, p["learning_rate"], p["momentum"], p["weight_decay"])
         state = TrainState(rng=np.random.default_rng(shuffle_seq))
-        return net, opt, state, np.random.default_rng(split_seq)
+        return net, state, np.random.default_rng(split_seq)
+
+    def _learning_rate(self, p: dict[str, Any], n_train: int) -> float | Schedule:
+        """The rate or schedule of ``p`` for an epoch of ``n_train`` rows (schedules count steps)."""
+        if self.lr_schedule == "constant":
+            return p["learning_rate"]
+        per_epoch = -(-n_train // min(p["batch_size"], n_train))
+        total = max(1, p["epochs"] * per_epoch)
+        warmup = min(total, int(round(p["warmup_epochs"] * per_epoch)))
+        make = warmup_cosine if self.lr_schedule == "warmup_cosine" else warmup_linear
+        return make(p["learning_rate"], warmup, total, p["final_learning_rate"])
+
+    def _optimizer_for(self, net: MLP, p: dict[str, Any], n_train: int) -> Optimizer:
+        return make_optimizer(self.optimizer, net, self._learning_rate(p, n_train), p["momentum"], p["weight_decay"])
 
     def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch; returns self.
@@ -392,7 +439,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         p = self._checked_params()
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
-        net, opt, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
+        net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
         validate = None
         if self.early_stopping:
             tr, va = self._split(
@@ -402,6 +449,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             Tv = T[va]
             Xh, T = Xh[self._index(Xh, tr)], T[tr]
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
+        opt = self._optimizer_for(net, p, Xh.shape[0])
         self._train_and_commit(
             net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor
         )
@@ -442,7 +490,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 if len(cls) < 2:
                     raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
-            net, opt, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
+            net, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
+            opt = self._optimizer_for(net, p, Xh.shape[0])
             self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
             return self
 
@@ -467,19 +516,16 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         net, opt, state = self.net_, self._optimizer, self._state
         start = Snapshot(net._engine, opt)
         start.capture(state)
-        old = (opt.learning_rate, opt.momentum, opt.weight_decay)
         try:
-            opt.learning_rate, opt.momentum, opt.weight_decay = (
-                p["learning_rate"],
-                p["momentum"],
-                p["weight_decay"],
-            )
+            opt.learning_rate = self._learning_rate(p, Xh.shape[0])
+            opt.weight_decay = p["weight_decay"]
+            if self.optimizer == "momentum":
+                opt.momentum = p["momentum"]
             self._train_and_commit(
                 net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor
             )
         except BaseException:
-            start.restore(state)  # roll back: the model is exactly as before the call
-            opt.learning_rate, opt.momentum, opt.weight_decay = old
+            start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
             raise
         return self
 
@@ -487,7 +533,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         net = self.net_
         now = {
             "hidden_layer_sizes": (p["hidden"], tuple(net.layer_sizes[1:-1])),
-            "optimizer": (self.optimizer, self._optimizer.kind),
+            "optimizer": (self.optimizer, self._optimizer_name),
             "dtype": (p["dtype"].name, net.dtype.name),
             "positive_class": (int(self.positive_class), net.positive_class),
         }
@@ -565,12 +611,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             return m
 
         train(
-            net._engine,
+            net,
             opt,
             state,
             X_train,
             T_train,
-            positive_class=net.positive_class,
             batch_size=p["batch_size"],
             epochs=epochs,
             validate=validate,
@@ -586,6 +631,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
         self.net_ = net
         self._optimizer = opt
+        self._optimizer_name = self.optimizer
         self._state = state
         self._label_kind = kind
         self.classes_ = classes

@@ -23,24 +23,52 @@ from typing import Any
 import numpy as np
 
 from .backends import BackendUnavailableError, cuda_status, simulator_enabled
+from .cublas_gemm import PreparedGemm
 from .engine import Engine
 from .kernels.bias_sigmoid_forward import bias_sigmoid_forward as _bias_sigmoid_forward
+from .kernels.lamb_update import lamb_update as _lamb_update
 from .kernels.optimizer_update import optimizer_update as _optimizer_update
 from .kernels.output_loss_delta import output_loss_delta as _output_loss_delta
 from .kernels.sigmoid_delta_backward import sigmoid_delta_backward as _sigmoid_delta_backward
+from .plan import Op, bind_call
 
 
 class CudaSteps:
-    """The four fused steps of ``bp_gpu.steps_numpy``, as Numba CUDA launchers.
+    """The fused steps of ``bp_gpu.steps_numpy``, as Numba CUDA launchers, and ``bind``.
 
     Each takes device arrays (CuPy; NumPy in the simulator), writes its outputs in place and
-    returns nothing; launches go on CuPy's current stream.
+    returns nothing; launches go on CuPy's current stream. ``bind`` prepares one call of a step
+    (``bp_gpu.plan``) for the current stream: GEMMs as ``bp_gpu.cublas_gemm.PreparedGemm``.
     """
+
+    def stream_key(self) -> int:
+        """CuPy's current stream: prepared calls are bound to the stream they were prepared on, so
+        plans are kept per stream."""
+        if simulator_enabled():
+            return 0
+        import cupy
+
+        return cupy.cuda.get_current_stream().ptr
+
+    def bind(self, name: str, *args: Any) -> Op:
+        """One prepared call of step ``name`` (or ``"matmul"``: ``out <- a @ b``)."""
+        if name == "matmul":
+            if simulator_enabled():
+                return bind_call(_host_matmul, *args)
+            gemm = PreparedGemm(*args)
+            return lambda X, T: gemm(X)
+        return bind_call(getattr(self, name), *args)
 
     bias_sigmoid_forward = staticmethod(_bias_sigmoid_forward)
     output_loss_delta = staticmethod(_output_loss_delta)
     sigmoid_delta_backward = staticmethod(_sigmoid_delta_backward)
     optimizer_update = staticmethod(_optimizer_update)
+    lamb_update = staticmethod(_lamb_update)
+
+
+def _host_matmul(a: Any, b: Any, out: Any) -> None:
+    """The simulator's GEMM (its arrays are NumPy arrays)."""
+    np.matmul(a, b, out=out)
 
 
 CUDA_STEPS = CudaSteps()

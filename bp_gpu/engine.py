@@ -1,50 +1,49 @@
-"""The buffered engine: one host algorithm for a training step, GEMMs plus four fused steps.
+"""The buffered engine: one host algorithm for a training step, GEMMs plus fused steps, planned once.
 
-The same code drives every backend: ``xp`` is NumPy (CPU) or CuPy (CUDA) and ``steps`` is a module
-or object with the four functions of ``bp_gpu.steps_numpy`` (the CPU reference, or the Numba CUDA
-launchers). Buffers are allocated once per (architecture, batch capacity) and reused, so a
-training step allocates nothing and never copies between host and device.
+The same code drives every backend: ``xp`` is NumPy (CPU) or CuPy (CUDA) and ``steps`` is an object
+with the functions of ``bp_gpu.steps_numpy`` and ``bind(name, *args)`` (``bp_gpu.cpu_backend``,
+``bp_gpu.cuda_host``). Buffers are allocated once per (architecture, batch capacity) and reused, so
+a training step allocates nothing and never copies between host and device.
 
 Parameter layout: one flat buffer ``params`` (P,) holding every weight matrix first, then every
 bias vector: ``[W_1 | W_2 | ... | W_L | b_1 | ... | b_L]``. ``layers[l]`` are views
 ``(W (N_l, N_{l-1}), b (N_l,))`` into it; ``grad_layers`` the same into ``grads``. Weights first
-means an optimizer step can apply weight decay to a prefix, one launch for every layer.
+means an optimizer step can apply weight decay to a prefix, one launch for every layer;
+``segments`` are the boundaries of the 2L tensors (LAMB's per-layer trust ratios).
 
-Per-step host work is kept to the calls themselves: the views a step of ``B`` rows uses (buffer
-slices, reshapes, transposes) are built once per batch size and cached (``_plan``), because on a
-narrow network (``[28, 64, 64, 1]``, ~190 us per batch on the CPU) building them each step cost
-~4 us, 2% of the step. A backend may also provide ``outer_sigmoid_delta_backward`` (see
-``bp_gpu.cpu_steps``): the product with a single-unit layer's weights fused into the backward
-step; without it the engine runs the same math as ``xp.multiply`` then ``sigmoid_delta_backward``.
+Planning: the calls of a step of ``B`` rows — each GEMM and fused step with its buffer views,
+geometry and scalars — are bound once per (B, scale, convention, stream) by the backend
+(``bp_gpu.plan``) and kept (a few batch sizes at a time), so a step only calls them in order: on a
+narrow network (``[28, 64, 64, 1]``) the host work around the calls is most of a step on a GPU
+and a few percent of one on the CPU. The batch is the only per-call input (slots ``X`` and ``T``).
+The same list, replayed, is a compiled step (``bp_gpu.compiled_step``).
+
+Loss buffer: ``loss_buf`` (2,) float64. Each step's output kernel writes ``loss_buf[0] = scale * S``
+and adds ``S`` to ``loss_buf[1]``, with S the step's summed (unscaled) loss: the epoch loop zeroes
+``loss_buf[1]`` and reads it once per epoch.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
+
+from .plan import Op, bind_call, run
+from .plan import T as T_SLOT
+from .plan import X as X_SLOT
 
 # Rows per forward pass when predicting: bounds the work buffers' size.
 PREDICT_CHUNK = 8192
 
-# Batch sizes whose views stay cached: a training loop uses two (the batch and the ragged last
-# one); prediction and scoring in chunks add a few more.
+# Plans kept per kind: a training loop uses two batch sizes (the batch and the ragged last one);
+# prediction and scoring in chunks add a few more.
 _PLAN_CACHE = 4
 
 
-class _Plan(NamedTuple):
-    """The views a step of B rows works on (all into the engine's buffers)."""
-
-    fwd: list  # per layer: (W^T (N_{l-1}, N_l), b (N_l,), out (B, N_l)), out the Z_l or A_out view
-    D: Any  # (B, N_L): the output delta
-    bwd: list  # per layer l >= 1, top down: see loss_and_grad
-    DT_first: Any  # (N_1, B): the first layer's delta, transposed, for dW_1 = delta^T X
-
-
 class _MultiplyThenBackward:
-    """The engine's own ``outer_sigmoid_delta_backward`` for backends without one: the broadcast
-    (B, 1) * (1, O) (the same product as a K=1 GEMM is several times slower on OpenBLAS: 68 of
-    178 us per [28, 64, 64, 1] batch), then the backend's ``sigmoid_delta_backward``."""
+    """``outer_sigmoid_delta_backward`` for steps that lack it (the NumPy spec): the broadcast
+    (B, 1) * (1, O), then ``sigmoid_delta_backward``."""
 
     def __init__(self, xp: Any, steps: Any) -> None:
         self.multiply, self.backward = xp.multiply, steps.sigmoid_delta_backward
@@ -52,6 +51,15 @@ class _MultiplyThenBackward:
     def __call__(self, D: Any, W: Any, Z: Any, G: Any, db: Any) -> None:
         self.multiply(D, W, out=G)
         self.backward(G, Z, db)
+
+
+def _cached(cache: dict, key: Any, build: Any) -> Any:
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _PLAN_CACHE:
+            cache.pop(next(iter(cache)))  # the oldest
+        value = cache[key] = build()
+    return value
 
 
 class Engine:
@@ -71,16 +79,18 @@ class Engine:
         self.shapes = [(sizes[l + 1], sizes[l]) for l in range(self.n_layers)]
         self.n_weights = sum(o * i for o, i in self.shapes)
         self.n_params = self.n_weights + sum(o for o, _ in self.shapes)
+        bounds = np.cumsum([0] + [o * i for o, i in self.shapes] + [o for o, _ in self.shapes])
+        self.segments = bounds.astype(np.int64)  # (2L + 1,) host: W_1..W_L, b_1..b_L
         self.params = xp.zeros(self.n_params, dtype=self.dtype)  # (P,)
         self.grads = xp.zeros(self.n_params, dtype=self.dtype)  # (P,)
         self.layers = self._views(self.params)
         self.grad_layers = self._views(self.grads)
-        self.loss_buf = xp.zeros(1, dtype=np.float64)  # written by output_loss_delta
+        self.loss_buf = xp.zeros(2, dtype=np.float64)  # see the module docstring
+        self._eval_loss = xp.zeros(2, dtype=np.float64)  # evaluation's, so it never touches loss_buf[1]
         self.capacity = 0
-        self._plans: dict[int, _Plan] = {}
-        self._outer_backward = getattr(steps, "outer_sigmoid_delta_backward", None)
-        if self._outer_backward is None:
-            self._outer_backward = _MultiplyThenBackward(xp, steps)
+        self._plans: dict[tuple, list[Op]] = {}
+        self._forward_plans: dict[tuple, list[Op]] = {}
+        self._loss_plans: dict[tuple, list[Op]] = {}
 
     def _views(self, flat: Any) -> list[tuple[Any, Any]]:
         views, w_off, b_off = [], 0, self.n_weights
@@ -91,6 +101,26 @@ class Engine:
             w_off += o * i
             b_off += o
         return views
+
+    def bind(self, name: str, *args: Any) -> Op:
+        """One prepared call of step ``name`` on this backend (``steps.bind``; for steps without it,
+        such as the NumPy spec, the plain function). A backend without the fused
+        ``outer_sigmoid_delta_backward`` gets its two-pass equivalent."""
+        if name == "outer_sigmoid_delta_backward" and not hasattr(self.steps, name):
+            return bind_call(_MultiplyThenBackward(self.xp, self.steps), *args)
+        bind = getattr(self.steps, "bind", None)
+        if bind is not None:
+            return bind(name, *args)
+        fn = getattr(self.steps, name, None)
+        if fn is None and name == "matmul":
+            matmul = self.xp.matmul
+            fn = lambda a, b, out: matmul(a, b, out=out)  # noqa: E731
+        return bind_call(fn, *args)
+
+    def stream_key(self) -> Any:
+        """What prepared calls depend on besides the buffers: the backend's current stream (CUDA)."""
+        key = getattr(self.steps, "stream_key", None)
+        return key() if key is not None else None
 
     def ensure_capacity(self, n: int) -> None:
         """Grow the work buffers to hold a batch of n rows (only outside a training step)."""
@@ -103,45 +133,66 @@ class Engine:
         # Deltas ping-pong between two buffers as wide as the widest layer.
         self._delta = [xp.empty(n * widest, dtype=self.dtype) for _ in range(2)]
         self.capacity = n
-        self._plans.clear()  # their views point into the old buffers
+        for plans in (self._plans, self._forward_plans, self._loss_plans):
+            plans.clear()  # they point into the old buffers
 
-    def _plan(self, B: int) -> _Plan:
-        """The views of a step of B rows (B <= capacity), built on first use of that B."""
-        plan = self._plans.get(B)
-        if plan is not None:
-            return plan
+    # -- plans --------------------------------------------------------------------------------------
+    def _forward_ops(self, B: int) -> tuple[list[Op], Any]:
+        """The calls of Z_l = sigma(Z_{l-1} W_l^T + b_l) for the hidden layers and of the output GEMM
+        Z_{L-1} W_L^T (its bias is added by the next call), and that GEMM's output (B, N_L)."""
+        ops, z = [], X_SLOT
+        for l, (W, b) in enumerate(self.layers[:-1]):
+            out = self._Z[l][:B]  # (B, N_l)
+            ops.append(self.bind("matmul", z, W.T, out))
+            ops.append(self.bind("bias_sigmoid_forward", out, b))
+            z = out
+        A = self._A_out[:B]  # (B, N_L)
+        ops.append(self.bind("matmul", z, self.layers[-1][0].T, A))
+        return ops, A
+
+    def grad_plan(self, B: int, scale: float, positive_class: int) -> list[Op]:
+        """The calls of one forward + backward pass on a batch of B rows (B <= capacity): fills
+        ``grads`` with d(scale * sum L)/d params and ``loss_buf`` as the module docstring says."""
+        key = (B, float(scale), positive_class, self.stream_key())
+        return _cached(self._plans, key, lambda: self._grad_ops(B, scale, positive_class))
+
+    def _grad_ops(self, B: int, scale: float, positive_class: int) -> list[Op]:
         L, sizes = self.n_layers, self.layer_sizes
-        fwd = []
-        for l, (W, b) in enumerate(self.layers):
-            out = self._Z[l][:B] if l < L - 1 else self._A_out[:B]  # (B, N_l)
-            fwd.append((W.T, b, out))
+        ops, A = self._forward_ops(B)
         D = self._delta[0][: B * sizes[-1]].reshape(B, sizes[-1])  # (B, N_L)
-        bwd, D_l = [], D
+        ops.append(self.bind("output_loss_delta", A, self.layers[-1][1], T_SLOT, positive_class, float(scale), D,
+                             self.grad_layers[-1][1], self.loss_buf))
         for l in range(L - 1, 0, -1):  # 0-based layer index; the notes' layer l + 1
             N_prev = sizes[l]
-            G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)  # next layer's delta
-            # (delta^T, Z_{l-1}, dW_l, W_l, G, db_{l-1}, one unit above)
-            bwd.append((D_l.T, fwd[l - 1][2], self.grad_layers[l][0], self.layers[l][0], G,
-                        self.grad_layers[l - 1][1], sizes[l + 1] == 1))
-            D_l = G
-        plan = _Plan(fwd, D, bwd, D_l.T)
-        if len(self._plans) >= _PLAN_CACHE:
-            self._plans.pop(next(iter(self._plans)))  # the oldest
-        self._plans[B] = plan
-        return plan
+            z_prev = self._Z[l - 1][:B]  # (B, N_prev)
+            G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)  # the layer below's delta
+            W, (dW, _), db_prev = self.layers[l][0], self.grad_layers[l], self.grad_layers[l - 1][1]
+            ops.append(self.bind("matmul", D.T, z_prev, dW))  # dL/dw_ij = sum_batch delta_i z_j
+            if sizes[l + 1] == 1:  # sum_j delta_j w_ji is an outer product: fused with sigma'
+                ops.append(self.bind("outer_sigmoid_delta_backward", D, W, z_prev, G, db_prev))
+            else:
+                ops.append(self.bind("matmul", D, W, G))  # sum_j delta_j w_ji
+                ops.append(self.bind("sigmoid_delta_backward", G, z_prev, db_prev))
+            D = G
+        ops.append(self.bind("matmul", D.T, X_SLOT, self.grad_layers[0][0]))
+        return ops
 
-    def _forward_logits(self, X: Any, plan: _Plan) -> Any:
-        """Z_l = sigma(Z_{l-1} W_l^T + b_l) for the hidden layers; returns the output GEMM
-        Z_{L-1} W_L^T without its bias (the output step adds it).  X (B, N_0) -> (B, N_L)."""
-        matmul, forward = self.xp.matmul, self.steps.bias_sigmoid_forward
-        z = X
-        for WT, b, out in plan.fwd[:-1]:
-            matmul(z, WT, out=out)  # (B, N_l)
-            forward(out, b)
-            z = out
-        out = plan.fwd[-1][2]
-        matmul(z, plan.fwd[-1][0], out=out)
-        return out
+    def _prepare(self, B: int) -> None:
+        if B > self.capacity:
+            self.ensure_capacity(B)
+
+    # -- computations -------------------------------------------------------------------------------
+    def loss_and_grad(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
+        """Forward, output step, backward: fills ``grads`` with d(scale * sum L)/d params and
+        returns ``loss_buf`` (loss_buf[0] = scale * sum L).  X (B, N_0), T (B, N_L)."""
+        self._prepare(X.shape[0])
+        run(self.grad_plan(X.shape[0], scale, positive_class), X, T)
+        return self.loss_buf
+
+    def zero_grads(self) -> None:
+        """grads <- 0 and loss_buf[0] <- 0: the contribution of a batch of no rows."""
+        self.grads[...] = 0
+        self.loss_buf[0:1] = 0
 
     def predict_proba(self, X: Any) -> Any:
         """y = sigma(a_out) as a new array.  X (n, N_0) -> (n, N_L).
@@ -155,42 +206,30 @@ class Engine:
         y = self.xp.empty((n, self.layer_sizes[-1]), dtype=self.dtype)  # (n, N_L)
         for start in range(0, n, chunk):
             Xc = X[start : start + chunk]
-            A = self._forward_logits(Xc, self._plan(Xc.shape[0]))
-            self.steps.bias_sigmoid_forward(A, self.layers[-1][1])
-            y[start : start + Xc.shape[0]] = A
+            B = Xc.shape[0]
+
+            def build(B: int = B) -> list[Op]:
+                ops, A = self._forward_ops(B)
+                ops.append(self.bind("bias_sigmoid_forward", A, self.layers[-1][1]))
+                return ops
+
+            run(_cached(self._forward_plans, (B, self.stream_key()), build), Xc, None)
+            y[start : start + B] = self._A_out[:B]
         return y
 
-    def loss_and_grad(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
-        """Forward, output step, backward: fills ``grads`` with d(scale * sum L)/d params and
-        returns the device buffer (1,) float64 holding scale * sum L.  X (B, N_0), T (B, N_L)."""
-        B = X.shape[0]
-        if B > self.capacity:
-            self.ensure_capacity(B)
-        plan = self._plan(B)
-        matmul = self.xp.matmul
-        A = self._forward_logits(X, plan)
-        self.steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, plan.D,
-                                     self.grad_layers[-1][1], self.loss_buf)
-        backward = self.steps.sigmoid_delta_backward
-        D = plan.D  # (B, N_L)
-        for DT, z_prev, dW, W, G, db_prev, single in plan.bwd:
-            matmul(DT, z_prev, out=dW)  # dL/dw_ij = sum_batch delta_i z_j
-            if single:
-                self._outer_backward(D, W, z_prev, G, db_prev)  # (B, 1) * (1, N_prev), sigma'
-            else:
-                matmul(D, W, out=G)  # sum_j delta_j w_ji
-                backward(G, z_prev, db_prev)
-            D = G
-        matmul(plan.DT_first, X, out=self.grad_layers[0][0])
-        return self.loss_buf
-
     def loss(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
-        """scale * sum L as a device buffer (1,) float64, without touching ``grads``."""
+        """scale * sum L in element [0] of a device buffer (2,) float64, without touching ``grads``
+        or ``loss_buf``."""
         B = X.shape[0]
-        self.ensure_capacity(B)
-        plan = self._plan(B)
-        A = self._forward_logits(X, plan)
-        db = self._delta[1][: self.layer_sizes[-1]]  # scratch: the real bias gradient stays
-        self.steps.output_loss_delta(A, self.layers[-1][1], T, positive_class, scale, plan.D, db,
-                                     self.loss_buf)
-        return self.loss_buf
+        self._prepare(B)
+
+        def build() -> list[Op]:
+            ops, A = self._forward_ops(B)
+            db = self._delta[1][: self.layer_sizes[-1]]  # scratch: the real bias gradient stays
+            D = self._delta[0][: B * self.layer_sizes[-1]].reshape(B, -1)
+            ops.append(self.bind("output_loss_delta", A, self.layers[-1][1], T_SLOT, positive_class, float(scale), D,
+                                 db, self._eval_loss))
+            return ops
+
+        run(_cached(self._loss_plans, (B, float(scale), positive_class, self.stream_key()), build), X, T)
+        return self._eval_loss

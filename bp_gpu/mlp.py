@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _validate as V
 from .backends import make_engine, resolve_backend
+from .plan import run
 
 DTYPES = ("float32", "float64")
 
@@ -33,11 +34,15 @@ def _check_layer_sizes(layer_sizes: Any) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype,
+                   positive_class: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Initial weights, drawn on the host so every backend starts from the same numbers.
 
     W ~ U(-r, r) with r = sqrt(2 / (fan_in + fan_out)), the Glorot bound scikit-learn uses for
-    logistic units; biases start at 0.
+    logistic units; biases start at 0. With ``positive_class=0`` the output layer is negated: the
+    two conventions are then mirror images from the first step (the loss of one at (W_L, b_L) is
+    the loss of the other at (-W_L, -b_L), and every optimizer keeps the mirror), so the same seed
+    trains to the same predictions either way (docs/math.md).
     """
     rng = np.random.default_rng(seed)
     weights = []
@@ -45,6 +50,8 @@ def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype) -> li
         r = np.sqrt(2.0 / (fan_in + fan_out))
         W = rng.uniform(-r, r, size=(fan_out, fan_in)).astype(dtype)
         weights.append((W, np.zeros(fan_out, dtype=dtype)))
+    if positive_class == 0:
+        weights[-1] = (-weights[-1][0], weights[-1][1])
     return weights
 
 
@@ -66,7 +73,12 @@ class MLP:
         ``BackendUnavailableError`` with the reason when it cannot run here.
     seed:
         Seed (or ``numpy.random.Generator``) for the initial weights, drawn with NumPy on the host:
-        the same seed gives the same weights on every backend.
+        the same seed gives the same weights on every backend (and mirror-image output layers for
+        the two conventions, see ``glorot_weights``).
+
+    Inputs: NumPy and CuPy arrays and any DLPack producer (PyTorch tensors, JAX arrays). An input
+    already on the backend's device, of the network's dtype and C-contiguous, is used in place;
+    anything else is converted once.
     """
 
     def __init__(
@@ -92,7 +104,7 @@ class MLP:
         self.dtype: np.dtype = dt
         self.backend: str = resolve_backend(backend)
         self._engine = make_engine(self.backend, sizes, self.dtype)
-        self._write_weights(glorot_weights(sizes, seed, self.dtype))
+        self._write_weights(glorot_weights(sizes, seed, self.dtype, self.positive_class))
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -132,20 +144,23 @@ class MLP:
             b_dst[...] = xp.asarray(np.asarray(b, dtype=self.dtype))
 
     # -- computations ----------------------------------------------------------------------------
-    def _inputs(self, X: Any, t: Any = None) -> tuple[Any, Any]:
+    def _inputs(self, X: Any, t: Any = None, values: bool | None = True) -> tuple[Any, Any]:
         xp = self._engine.xp
-        Xc = V.check_features(X, self.layer_sizes[0], self.dtype, xp)
-        tc = None if t is None else V.check_targets(t, Xc.shape[0], self.layer_sizes[-1], self.dtype, xp)
+        Xc = V.check_features(X, self.layer_sizes[0], self.dtype, xp, values=values)
+        tc = None if t is None else V.check_targets(t, Xc.shape[0], self.layer_sizes[-1], self.dtype, xp,
+                                                     values=values)
         return Xc, tc
 
     def predict_proba(self, X: Any) -> Any:
         """``y = sigma(a_out)`` of shape ``(n, N_L)``: ``p(t = positive_class | x)`` per output.
 
-        Returns a CuPy array for CuPy input on the CUDA backend, else a NumPy array.
+        Returns a CuPy array for device input (CuPy, or a DLPack producer on the GPU) on the CUDA
+        backend, else a NumPy array.
         """
         Xc, _ = self._inputs(X)
         y = self._engine.predict_proba(Xc)
-        return y if V.array_module(X) is not np and self.backend == "cuda" else V.to_numpy(y)
+        on_device = V.array_module(X) is not np or V._device_type(X) not in (None, 1, 3)
+        return y if on_device and self.backend == "cuda" else V.to_numpy(y)
 
     def loss(self, X: Any, t: Any, reduction: str = "mean") -> float:
         """The loss summed over output units, then averaged (``"mean"``) or summed over samples."""
@@ -168,6 +183,64 @@ class MLP:
         loss = float(V.to_numpy(self._engine.loss_and_grad(Xc, tc, self.positive_class, scale))[0])
         grads = [(V.to_numpy(dW).copy(), V.to_numpy(db).copy()) for dW, db in self._engine.grad_layers]
         return loss, grads
+
+    # -- training ---------------------------------------------------------------------------------
+    def _check_optimizer(self, optimizer: Any) -> None:
+        if getattr(optimizer, "net", None) is not self:
+            what = type(optimizer).__name__
+            raise ValueError(
+                f"optimizer ({what}) was not created for this network; create it with this one, e.g. "
+                f"bp_gpu.optim.Adam(net, learning_rate=1e-3)"
+            )
+
+    def _step(self, X: Any, T: Any, optimizer: Any, scale: float, reduce_grads: Any = None) -> None:
+        """One training step on checked inputs: forward, backward, (``reduce_grads()``: e.g. the
+        all-reduce of data-parallel training), optimizer update. Nothing waits on the device."""
+        e = self._engine
+        B = X.shape[0]
+        e._prepare(B)
+        run(e.grad_plan(B, scale, self.positive_class), X, T)
+        if reduce_grads is not None:
+            reduce_grads()
+        optimizer.step()
+
+    def train_step(self, X: Any, t: Any, optimizer: Any, reduction: str = "mean", *,
+                   check_values: bool | None = None) -> Any:
+        """Forward, backward and one optimizer step on the batch (X, t); returns its loss.
+
+        The loss (before the update, the same as :meth:`loss_and_grad`'s) comes back as a 0-d array
+        on the backend's device (NumPy on cpu, CuPy on cuda), a fresh copy each step; nothing waits
+        on the device, so reading it (``float(loss)``) is the only synchronisation. ``optimizer`` is
+        a ``bp_gpu.optim`` optimizer created for this network. Bad input raises the errors of
+        :meth:`loss_and_grad` and changes nothing. ``check_values``: whether to check that X is
+        finite and t holds only 0 and 1; by default only for host inputs (for device inputs that
+        check would wait on the device every step). The gradients stay available through
+        :meth:`gradients`.
+        """
+        V.check_reduction(reduction)
+        self._check_optimizer(optimizer)
+        Xc, tc = self._inputs(X, t, check_values)
+        self._step(Xc, tc, optimizer, 1.0 / Xc.shape[0] if reduction == "mean" else 1.0)
+        return self._engine.loss_buf[0:1].reshape(()).copy()
+
+    def gradients(self) -> list[tuple[Any, Any]]:
+        """The gradients of the last ``train_step``/``loss_and_grad`` as ``[(dW, db), ...]`` views on
+        the backend's device: no copy, and overwritten by the next step."""
+        return list(self._engine.grad_layers)
+
+    def compile_step(self, optimizer: Any, batch_size: int, reduction: str = "mean") -> Any:
+        """A step recorded once and replayed: ``step = net.compile_step(opt, 512); loss = step(X, t)``.
+
+        ``step(X, t)`` copies a batch of exactly ``batch_size`` rows into fixed buffers and runs the
+        recorded step: on CUDA a CUDA graph captured once and replayed (a few microseconds of host
+        time instead of one launch per kernel), on the CPU the recorded calls. K calls give the
+        same parameters, bit for bit, as K ``train_step`` calls. See ``bp_gpu.compiled_step``.
+        """
+        from .compiled_step import CompiledStep
+
+        V.check_reduction(reduction)
+        self._check_optimizer(optimizer)
+        return CompiledStep(self, optimizer, batch_size, reduction)
 
     def __repr__(self) -> str:
         return (

@@ -1,26 +1,27 @@
 """Saving and loading a fitted ``MLPClassifier``: a plain ``.npz`` file, never a pickle.
 
-Format (version 1). An uncompressed NumPy ``.npz`` (a zip of ``.npy`` arrays, each with a CRC-32),
-read with ``allow_pickle=False`` so loading a file cannot run code:
+Format (version 2; version 1 files are read too). An uncompressed NumPy ``.npz`` (a zip of ``.npy``
+arrays, each with a CRC-32), read with ``allow_pickle=False`` so loading a file cannot run code:
 
 =================  =====================  ==========================================================
 key                dtype, shape           content
 =================  =====================  ==========================================================
 ``format``         str, ()                ``"bp_gpu.MLPClassifier"`` (what the file is)
-``format_version`` int64, ()              ``1``; a reader refuses versions it does not know
+``format_version`` int64, ()              ``2``; a reader refuses versions it does not know
 ``meta``           str, ()                JSON: see below
 ``classes``        any non-object, (K,)   ``classes_`` (strings are stored as fixed-width unicode)
 ``W_l``            dtype, (N_l, N_{l-1})  weights of layer l = 1..L: ``W[i, j] = w_ij^(l)``
 ``b_l``            dtype, (N_l,)          biases of layer l: ``b[i] = w_i0^(l)``
-``optimizer_m``    dtype, (P,) or (0,)    momentum / Adam first moment, flat in the engine's layout
-``optimizer_v``    dtype, (P,) or (0,)    Adam second moment
+``optimizer_m``    dtype, (P,) or (0,)    momentum / Adam / LAMB first moment, flat in the engine's layout
+``optimizer_v``    dtype, (P,) or (0,)    Adam / LAMB second moment
 =================  =====================  ==========================================================
 
 ``meta`` holds: ``layer_sizes`` [N_0, ..., N_L]; ``positive_class`` (the convention: each output is
 ``p(t = positive_class | x)``); ``dtype``; ``label_kind`` (binary / multiclass / multilabel);
-``hyperparameters`` (``get_params()``); ``optimizer`` (kind, step count, learning rate, momentum,
-weight decay); ``train_state`` (epochs done, loss curve, validation scores, early-stopping counters
-and the shuffle generator's PCG64 state, so training resumes exactly); ``early_stopping_fit``;
+``hyperparameters`` (``get_params()``); ``optimizer`` (kind, step count, learning-rate schedule
+``{kind, peak, warmup_steps, total_steps, final}``, momentum, weight decay); ``train_state`` (epochs
+done, loss curve, validation scores, early-stopping counters and the shuffle generator's PCG64 state,
+so training resumes exactly); ``early_stopping_fit``;
 ``bp_gpu_version``. The flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
 with each ``W_l`` row-major, P the number of parameters.
 
@@ -39,7 +40,10 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "bp_gpu.MLPClassifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 (bp_gpu 0.1) had no schedules: its optimizer record holds a float ``learning_rate``, and
+# its hyperparameters lack the ones added since (filled with their defaults when read).
+READABLE_VERSIONS = (1, 2)
 
 
 class ModelFileError(ValueError):
@@ -87,10 +91,16 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
         "label_kind": clf._label_kind,
         "hyperparameters": hyper,
         "optimizer": {
-            "kind": opt.kind,
+            "kind": clf._optimizer_name,
             "step_count": opt.step_count,
-            "learning_rate": opt.learning_rate,
-            "momentum": opt.momentum,
+            "schedule": {
+                "kind": opt.schedule.name,
+                "peak": opt.schedule.peak,
+                "warmup_steps": opt.schedule.warmup_steps,
+                "total_steps": opt.schedule.total_steps,
+                "final": opt.schedule.final,
+            },
+            "momentum": getattr(opt, "momentum", 0.0),
             "weight_decay": opt.weight_decay,
         },
         "train_state": clf._state.to_dict(),
@@ -129,6 +139,16 @@ def save(clf: Any, path: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _schedule(kind: str, peak: float, warmup_steps: int, total_steps: int, final: float) -> Any:
+    from . import optim
+
+    if kind == "constant":
+        return optim.constant(peak)
+    if kind not in ("warmup_cosine", "warmup_linear"):
+        raise ValueError(f"unknown learning-rate schedule {kind!r}")
+    return getattr(optim, kind)(peak, warmup_steps, total_steps, final)
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -171,9 +191,8 @@ def load(path: Any, backend: str | None = None) -> Any:
 
 def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = None) -> Any:
     """A fitted ``MLPClassifier`` from the format's arrays; ``path`` names the source in errors."""
-    from .classifier import BINARY, MULTICLASS, MULTILABEL, MLPClassifier
+    from .classifier import BINARY, MULTICLASS, MULTILABEL, OPTIMIZERS, MLPClassifier, make_optimizer
     from .mlp import MLP
-    from .optim import Optimizer
     from .train import TrainState
 
     def need(key: str) -> np.ndarray:
@@ -191,10 +210,10 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
     version = need("format_version")
     if version.shape != () or version.dtype.kind not in "iu":
         raise ModelFileError(f"{path}: format_version must be an integer scalar; got {version!r}")
-    if int(version) != FORMAT_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         raise ModelFileError(
             f"{path}: format version {int(version)} is not supported: this bp_gpu "
-            f"reads version {FORMAT_VERSION}"
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
             + (" (the file is newer: upgrade bp_gpu)" if int(version) > FORMAT_VERSION else "")
         )
     try:
@@ -206,7 +225,13 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         hyper = dict(meta["hyperparameters"])
         o = meta["optimizer"]
         opt_kind, step_count = o["kind"], int(o["step_count"])
-        lr, mom, wd = float(o["learning_rate"]), float(o["momentum"]), float(o["weight_decay"])
+        mom, wd = float(o["momentum"]), float(o["weight_decay"])
+        if int(version) == 1:
+            lr = float(o["learning_rate"])
+        else:
+            sc = o["schedule"]
+            lr = _schedule(sc["kind"], float(sc["peak"]), int(sc["warmup_steps"]), int(sc["total_steps"]),
+                           float(sc["final"]))
         state = TrainState.from_dict(meta["train_state"])
         early = bool(meta["early_stopping_fit"])
     except ModelFileError:
@@ -220,7 +245,10 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
             f"{path}: label_kind {kind!r} is not one of binary, multiclass, multilabel"
         )
 
-    known = set(MLPClassifier()._get_param_names())
+    defaults = MLPClassifier().get_params()
+    known = set(defaults)
+    if int(version) == 1:
+        hyper = {**{k: defaults[k] for k in known - set(hyper)}, **hyper}
     if set(hyper) != known:
         raise ModelFileError(
             f"{path}: hyperparameters {sorted(set(hyper) ^ known)} are unknown or missing"
@@ -242,7 +270,9 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
                     f"W_{name}/b_{name} have dtype {W.dtype}/{b.dtype}, the file says {dtype}"
                 )
         net.set_weights(weights)
-        opt = Optimizer(net._engine, opt_kind, lr, mom, wd)
+        if opt_kind not in OPTIMIZERS:
+            raise ValueError(f"optimizer kind {opt_kind!r} is not one of {', '.join(OPTIMIZERS)}")
+        opt = make_optimizer(opt_kind, net, lr, mom, wd)
         opt.load_state(need("optimizer_m"), need("optimizer_v"), step_count)
     except ModelFileError:
         raise

@@ -1,4 +1,5 @@
-"""The epoch/batch loop: shuffled minibatches through ``engine.loss_and_grad`` and one optimizer step.
+"""The epoch/batch loop: shuffled minibatches through the network's training step (``MLP._step``, the
+same step ``MLP.train_step`` runs), one optimizer update each.
 
 Shapes: ``n`` training rows, ``B`` rows of a batch (``<= batch_size``; the last one is ragged),
 ``I`` input features, ``O`` network outputs.
@@ -7,13 +8,14 @@ Design points, each for a stated reason:
 
 - The shuffle order is drawn on the host with a NumPy ``Generator``, so the CPU and CUDA backends
   see the same batches and agree to rounding.
-- Nothing waits on the device inside an epoch: the batch loss is added into a device accumulator and
-  read once per epoch (one sync), which is also when NaN/inf is detected.
+- Nothing waits on the device inside an epoch: each step's output kernel adds its batch loss to a
+  device accumulator (``engine.loss_buf[1]``), read once per epoch (one sync), which is also when
+  NaN/inf is detected.
 - Data placement: "device" copies X and T to the engine's memory once and gathers each batch there
-  (``xp.take(..., out=buffer)``); "stream" keeps them in host memory and gathers each batch on the
-  host into one of two pinned staging buffers whose copy to the device is asynchronous, so the host
-  prepares batch k+1 while the device computes batch k. "auto" streams only when the data would
-  take more than half of the device's free memory.
+  (``xp.take(..., out=buffer)``); "stream" keeps them in host memory, gathers each batch on the host
+  into pinned memory and copies it on a copy stream into one of two device buffers, so the copy of
+  batch k+1 overlaps the step of batch k (events order the two streams; the host never waits for the
+  step). "auto" streams only when the data would take more than half of the device's free memory.
 - Ctrl-C: the model is snapshot (device copies of parameters and optimizer state, host copies of
   the loop state) after every completed epoch, into two alternating buffers so that an interrupt
   during a snapshot still leaves the previous one whole; an interrupt restores the last one.
@@ -161,53 +163,65 @@ class ResidentBatches:
 
 
 class StreamedBatches:
-    """X, T stay in host memory; each batch is gathered on the host and copied to the device."""
+    """X, T stay in host memory; each batch is gathered on the host and copied to the device on a
+    copy stream, overlapping the previous batch's step.  X (n, I), T (n, O).
+
+    Two slots, each a pinned host buffer, a device buffer and two events (timing disabled): ``copied``
+    (recorded on the copy stream after the slot's copy; the compute stream waits on it) and
+    ``consumed`` (recorded on the compute stream after the step that read the slot; the next copy
+    into the slot waits on it). The host blocks only on ``copied`` of the copy made two batches
+    earlier, before overwriting that pinned buffer. (CuPy: ``ndarray.set(pinned, stream=)`` is an
+    asynchronous copy; ``Stream.wait_event`` and ``Event.record(stream)`` enqueue without blocking.)
+    """
 
     def __init__(self, xp: Any, X: np.ndarray, T: np.ndarray, capacity: int) -> None:
         self.xp, self.X, self.T = xp, np.asarray(X), np.asarray(T)
-        self.Xb = xp.empty((capacity, X.shape[1]), dtype=X.dtype)  # (batch_size, I) on the device
-        self.Tb = xp.empty((capacity, T.shape[1]), dtype=T.dtype)  # (batch_size, O)
         self.cupy = _is_cupy(xp)
-        if self.cupy:
-            import cupyx
+        shapes = ((capacity, X.shape[1]), (capacity, T.shape[1]))  # (batch_size, I), (batch_size, O)
+        self.slots = []
+        for _ in range(2):
+            if self.cupy:
+                import cupyx
 
-            # Pinned memory makes the copy truly asynchronous; the event of each staging buffer
-            # marks when its last copy finished, so it is only overwritten after that.
-            self.staging = [
-                (
-                    cupyx.empty_pinned(self.Xb.shape, X.dtype),
-                    cupyx.empty_pinned(self.Tb.shape, T.dtype),
-                    xp.cuda.Event(),
-                )
-                for _ in range(2)
-            ]
-        else:
-            self.staging = [
-                (np.empty(self.Xb.shape, X.dtype), np.empty(self.Tb.shape, T.dtype), None)
-                for _ in range(2)
-            ]
-        self.turn = 0
+                host = [cupyx.empty_pinned(shape, a.dtype) for shape, a in zip(shapes, (X, T))]
+                events = (xp.cuda.Event(disable_timing=True), xp.cuda.Event(disable_timing=True))
+            else:
+                host, events = [np.empty(shape, a.dtype) for shape, a in zip(shapes, (X, T))], None
+            device = [xp.empty(shape, a.dtype) for shape, a in zip(shapes, (X, T))]
+            self.slots.append((host, device, events))
+        self.copy_stream = xp.cuda.Stream(non_blocking=True) if self.cupy else None
+        self.views: dict[tuple[int, int], tuple[Any, Any]] = {}  # (slot, B) -> device views
+        self.turn, self.last = 0, None
 
     def start_epoch(self, order: np.ndarray) -> None:
         self.order = order
 
     def batch(self, start: int, stop: int) -> tuple[Any, Any]:
         B, idx = stop - start, self.order[start:stop]
-        hx, ht, done = self.staging[self.turn]
+        i = self.turn
         self.turn ^= 1
-        if done is not None:
-            done.synchronize()  # the copy out of this buffer two batches ago, not the current batch
+        (hx, ht), (dx, dt), events = self.slots[i]
+        views = self.views.get((i, B))
+        if views is None:
+            views = self.views[(i, B)] = (dx[:B], dt[:B])
+        if not self.cupy:
+            take_rows(self.X, idx, views[0])
+            take_rows(self.T, idx, views[1])
+            return views
+        compute = self.xp.cuda.get_current_stream()
+        if self.last is not None:
+            self.slots[self.last][2][1].record(compute)  # the step of the last batch has been enqueued
+        self.last = i
+        copied, consumed = events
+        copied.synchronize()  # the pinned buffer's copy of two batches ago has left it
         take_rows(self.X, idx, hx[:B])  # the CPU backend's gather: see ResidentBatches
         take_rows(self.T, idx, ht[:B])
-        if self.cupy:
-            stream = self.xp.cuda.get_current_stream()
-            self.Xb[:B].set(hx[:B], stream=stream)
-            self.Tb[:B].set(ht[:B], stream=stream)
-            done.record(stream)
-        else:
-            np.copyto(self.Xb[:B], hx[:B])
-            np.copyto(self.Tb[:B], ht[:B])
-        return self.Xb[:B], self.Tb[:B]
+        self.copy_stream.wait_event(consumed)  # the step two batches ago has read the device buffer
+        views[0].set(hx[:B], stream=self.copy_stream)
+        views[1].set(ht[:B], stream=self.copy_stream)
+        copied.record(self.copy_stream)
+        compute.wait_event(copied)
+        return views
 
 
 def make_batches(engine: Any, X: Any, T: Any, batch_size: int, placement: str = "auto") -> Any:
@@ -220,77 +234,65 @@ def make_batches(engine: Any, X: Any, T: Any, batch_size: int, placement: str = 
 
 
 def run_epoch(
-    engine: Any,
+    net: Any,
     optimizer: Any,
     batches: Any,
     order: np.ndarray,
-    positive_class: int,
     batch_size: int,
-    acc: Any,
     on_batch: Callable[[int], None] | None = None,
 ) -> float:
-    """One pass over ``order`` in batches; returns the mean training loss (the epoch's one sync).
-
-    ``acc`` (2,) float64 on the device: ``acc[0]`` accumulates the sum over batches of
-    B * (mean batch loss), ``acc[1]`` holds each term, so the step allocates nothing.
-    """
+    """One pass over ``order`` in batches of the network's training step; returns the mean training
+    loss (the epoch's one sync: the step's output kernel sums the batch losses on the device)."""
     n = len(order)
+    engine = net._engine
     batches.start_epoch(order)
-    acc[...] = 0
-    total, term = acc[0:1], acc[1:2]
-    multiply = engine.xp.multiply
+    engine.loss_buf[1:2] = 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         B = stop - start
         Xb, Tb = batches.batch(start, stop)
-        loss = engine.loss_and_grad(Xb, Tb, positive_class, 1.0 / B)
-        multiply(loss, B, out=term)
-        total += term
-        optimizer.step()
+        net._step(Xb, Tb, optimizer, 1.0 / B)
         if on_batch is not None:
             on_batch(B)
-    return float(acc[0]) / n
+    return float(engine.loss_buf[1]) / n
 
 
 class Snapshot:
-    """Device copies of parameters and optimizer state, with the host state, at one moment."""
+    """Device copies of the parameters and the optimizer's buffers (moments, step count and
+    hyperparameters), with the host loop state, at one moment."""
 
     def __init__(self, engine: Any, optimizer: Any) -> None:
         xp = engine.xp
         self.engine, self.optimizer = engine, optimizer
-        self.params = xp.empty_like(engine.params)
-        self.m = xp.empty_like(optimizer.m)
-        self.v = xp.empty_like(optimizer.v)
-        self.step_count = 0
+        self.live = [engine.params, *optimizer.device_buffers()]
+        self.saved = [xp.empty_like(a) for a in self.live]
+        self.hyperparameters: dict[str, Any] = {}
         self.state: TrainState | None = None
 
     def capture(self, state: TrainState) -> None:
         xp = self.engine.xp
-        xp.copyto(self.params, self.engine.params)
-        xp.copyto(self.m, self.optimizer.m)
-        xp.copyto(self.v, self.optimizer.v)
-        self.step_count = self.optimizer.step_count
+        for dst, src in zip(self.saved, self.live):
+            xp.copyto(dst, src)
+        self.hyperparameters = self.optimizer.host_config()
         self.state = state.copy()
 
     def restore(self, state: TrainState, keep_host: bool = False) -> None:
         """Put the device state back; the host state too unless ``keep_host``."""
         xp = self.engine.xp
-        xp.copyto(self.engine.params, self.params)
-        xp.copyto(self.optimizer.m, self.m)
-        xp.copyto(self.optimizer.v, self.v)
-        self.optimizer.step_count = self.step_count
+        for dst, src in zip(self.live, self.saved):
+            xp.copyto(dst, src)
+        self.optimizer.restore_host_config(self.hyperparameters)
         if not keep_host:
             state.__dict__.update(self.state.copy().__dict__)
 
 
 def train(
-    engine: Any,
+    net: Any,
     optimizer: Any,
     state: TrainState,
     X: Any,
     T: Any,
     *,
-    positive_class: int,
     batch_size: int,
     epochs: int,
     placement: str = "auto",
@@ -311,9 +313,9 @@ def train(
     discard or roll back.
     """
     n = X.shape[0]
+    engine = net._engine
     batch_size = min(batch_size, n)
     batches = make_batches(engine, X, T, batch_size, placement)
-    acc = engine.xp.zeros(2, dtype=np.float64)
     snaps = [Snapshot(engine, optimizer), Snapshot(engine, optimizer)]
     snaps[0].capture(state)
     good = 0
@@ -327,14 +329,12 @@ def train(
         for _ in range(epochs):
             t0 = time.perf_counter()
             order = state.rng.permutation(n)
-            loss = run_epoch(
-                engine, optimizer, batches, order, positive_class, batch_size, acc, on_batch
-            )
+            loss = run_epoch(net, optimizer, batches, order, batch_size, on_batch)
             epoch = state.n_iter + 1
             if not np.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training diverged: the mean loss of epoch {epoch} is {loss}; "
-                    f"try a smaller learning_rate (it is {optimizer.learning_rate:g})"
+                    f"try a smaller learning_rate (it is {optimizer.learning_rate!r})"
                 )
             state.n_iter = epoch
             state.loss_curve.append(loss)

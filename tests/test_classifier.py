@@ -19,8 +19,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import bp_gpu  # noqa: E402
 from bp_gpu import MLPClassifier  # noqa: E402
-from bp_gpu.backends import make_engine  # noqa: E402
-from bp_gpu.optim import Optimizer  # noqa: E402
+from bp_gpu.optim import Adam  # noqa: E402
 from bp_gpu.train import TrainingDivergedError, TrainState, train  # noqa: E402
 
 
@@ -347,12 +346,11 @@ def test_streamed_batches_equal_device_resident(rng):
     T = (X[:, :1] > 0).astype(np.float64)
     out = []
     for placement in ("device", "stream"):
-        e = make_engine("cpu", (4, 3, 1), np.dtype(np.float64))
-        e.params[:] = np.random.default_rng(1).normal(size=e.n_params)
-        opt = Optimizer(e, "adam", 0.01)
+        net = bp_gpu.MLP((4, 3, 1), dtype="float64", backend="cpu", seed=1)
+        opt = Adam(net, 0.01)
         state = TrainState(rng=np.random.default_rng(2))
-        train(e, opt, state, X, T, positive_class=1, batch_size=7, epochs=3, placement=placement)
-        out.append((e.params.copy(), state.loss_curve))
+        train(net, opt, state, X, T, batch_size=7, epochs=3, placement=placement)
+        out.append((net._engine.params.copy(), state.loss_curve))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     assert out[0][1] == out[1][1]
 
@@ -459,3 +457,40 @@ def test_verbose_prints_each_epoch(rng, capsys):
 
 def test_exports():
     assert bp_gpu.MLPClassifier is MLPClassifier and callable(bp_gpu.load)
+
+
+# -- the convention is invisible -------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw", "lamb"])
+def test_positive_class_does_not_change_predictions(optimizer, cancer):
+    """Same seed, positive_class 0 or 1: mirror-image networks from the first step to the last,
+    so predict_proba agrees (float64) after a few hundred steps, for every optimizer."""
+    Xtr, Xte, ytr, _ = cancer
+    kw = dict(hidden_layer_sizes=(8,), optimizer=optimizer, learning_rate=0.01, weight_decay=0.01,
+              batch_size=32, epochs=25, dtype="float64", backend="cpu", seed=3)  # 25 x 14 = 350 steps
+    p0 = MLPClassifier(positive_class=0, **kw).fit(Xtr, ytr)
+    p1 = MLPClassifier(positive_class=1, **kw).fit(Xtr, ytr)
+    np.testing.assert_allclose(p0.predict_proba(Xte), p1.predict_proba(Xte), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(p0.loss_curve_, p1.loss_curve_, rtol=1e-9)
+    W0, W1 = p0.net_.get_weights()[-1][0], p1.net_.get_weights()[-1][0]
+    np.testing.assert_allclose(W0, -W1, rtol=1e-7, atol=1e-9)  # the output layer, mirrored
+
+
+def test_lr_schedule_spans_the_fit(rng):
+    X, y = _small(rng, n=64)
+    clf = MLPClassifier(lr_schedule="warmup_cosine", warmup_epochs=1.5, final_learning_rate=1e-4, epochs=4,
+                        **{**KW, "batch_size": 16}).fit(X, y)  # 4 steps per epoch
+    s = clf._optimizer.schedule
+    assert (s.name, s.peak, s.warmup_steps, s.total_steps, s.final) == ("warmup_cosine", 0.05, 6, 16, 1e-4)
+    assert clf._optimizer.step_count == 16 and clf._optimizer.last_learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        MLPClassifier(lr_schedule="cosine").fit(X, y)
+    with pytest.raises(ValueError, match="warmup_epochs must be finite and in"):
+        MLPClassifier(warmup_epochs=-1).fit(X, y)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_new_optimizers_learn(optimizer, cancer):
+    Xtr, Xte, ytr, yte = cancer
+    clf = MLPClassifier((16,), optimizer=optimizer, learning_rate=0.01, weight_decay=0.01, batch_size=32, epochs=30,
+                        backend="cpu", seed=0).fit(Xtr, ytr)
+    assert clf.score(Xte, yte) >= 0.95

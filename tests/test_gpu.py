@@ -70,20 +70,45 @@ def test_fused_steps_match_reference(cp, shape, dtype, rng):
     _assert_column_sums(dbz1.get(), G1.get(), dtype)
 
 
-@pytest.mark.parametrize("kind", [ref.SGD, ref.MOMENTUM, ref.ADAM])
-def test_optimizer_update_matches_reference(cp, kind, rng):
+def _hyper():
+    from bp_gpu.optim import hyper as H
+
+    h = np.zeros(H.N_HYPER)
+    h[[H.SCHEDULE, H.LR, H.WARMUP, H.TOTAL, H.FINAL]] = H.WARMUP_COSINE, 0.01, 1, 5, 0.0
+    h[[H.BETA1, H.BETA2, H.EPS, H.WEIGHT_DECAY]] = 0.9, 0.999, 1e-8, 1e-3
+    return h
+
+
+@pytest.mark.parametrize("rule", [0, 1, 2, 3])  # SGD, MOMENTUM, ADAM, ADAMW
+def test_optimizer_update_matches_reference(cp, rule, rng):
     from bp_gpu.cuda_host import CUDA_STEPS as K
 
     n, n_w = 1_000_003, 999_000
+    rows = (0, 1, 2, 2)[rule]
     p, g = rng.standard_normal(n), rng.standard_normal(n)
-    m, v = rng.standard_normal(n) * 0.1, rng.random(n) * 0.1
-    args = (n_w, 0.01, 0.9, 1e-3, 0.9, 0.999, 1e-8, 0.271, 0.00299)
-    host = [p.copy(), g, m.copy(), v.copy()]
-    ref.optimizer_update(kind, *host, *args)
-    dev = [cp.asarray(x) for x in (p, g, m, v)]
-    K.optimizer_update(kind, *dev, *args)
+    st = rng.random((rows, n)) * 0.1 if rows else np.zeros((1, 1))
+    host = [p.copy(), st.copy(), _hyper()]
+    dev = [cp.asarray(x) for x in host]
+    for _ in range(3):  # the step count and the scheduled rate advance on the device
+        ref.optimizer_update(rule, host[0], g, host[1], host[2], n_w)
+        K.optimizer_update(rule, dev[0], cp.asarray(g), dev[1], dev[2], n_w)
     for x, y in zip(dev, host):
         np.testing.assert_allclose(x.get(), y, rtol=1e-12, atol=1e-15)
+
+
+def test_lamb_update_matches_reference(cp, rng):
+    from bp_gpu.cuda_host import CUDA_STEPS as K
+
+    segments = np.array([0, 700_000, 999_000, 999_700, 1_000_003], dtype=np.int64)
+    n = int(segments[-1])
+    p, g = rng.standard_normal(n), rng.standard_normal(n)
+    host = [p.copy(), np.zeros((2, n)), _hyper()]
+    dev = [cp.asarray(x) for x in host]
+    for _ in range(3):
+        ref.lamb_update(host[0], g, host[1], host[2], 999_000, segments)
+        K.lamb_update(dev[0], cp.asarray(g), dev[1], dev[2], 999_000, segments)
+    for x, y in zip(dev, host):
+        np.testing.assert_allclose(x.get(), y, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("sizes", [[13, 1], [31, 64, 1], [130, 257, 33, 5]])
@@ -124,7 +149,7 @@ def test_training_placements_match_cpu(cp, placement, rng):
     gathered on the device with ``cupy.take(..., out=)``, or gathered on the host into pinned
     buffers and copied with ``ndarray.set(stream=)`` behind events; the device loss accumulator;
     snapshots. Same shuffles and weights as the CPU backend, so float64 agrees to rounding."""
-    from bp_gpu.optim import Optimizer
+    from bp_gpu.optim import Adam
     from bp_gpu.train import ResidentBatches, StreamedBatches, TrainState, make_batches, train
 
     X = rng.standard_normal((1001, 7))  # batches of 96: a ragged last one
@@ -132,13 +157,12 @@ def test_training_placements_match_cpu(cp, placement, rng):
     runs = []
     for backend, where in (("cpu", "device"), ("cuda", placement)):
         net = MLP([7, 16, 2], backend=backend, dtype="float64", seed=5)
-        opt = Optimizer(net._engine, "adam", 0.01, weight_decay=1e-3)
+        opt = Adam(net, 0.01, weight_decay=1e-3)
         state = TrainState(rng=np.random.default_rng(9))
         if backend == "cuda":
             want = StreamedBatches if placement == "stream" else ResidentBatches
             assert type(make_batches(net._engine, X, T, 96, placement)) is want
-        interrupted = train(net._engine, opt, state, X, T, positive_class=1, batch_size=96,
-                            epochs=3, placement=where)
+        interrupted = train(net, opt, state, X, T, batch_size=96, epochs=3, placement=where)
         assert not interrupted
         runs.append((net.get_weights(), state.loss_curve, opt.state_arrays()))
     (w_gpu, curve_gpu, mv_gpu), (w_cpu, curve_cpu, mv_cpu) = runs[1], runs[0]

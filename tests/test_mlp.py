@@ -46,14 +46,20 @@ def test_loss_does_not_touch_gradients_and_repeats_exactly():
 
 
 def test_positive_class_conventions_mirror_each_other():
-    """p(t=0|x) with positive_class=0 on labels t is p(t=1|x) with positive_class=1 on 1 - t."""
+    """The same seed gives mirror images: positive_class=0's output layer is the negation of
+    positive_class=1's, so on the same labels the loss is the same, the output layer's gradient is
+    negated and every hidden layer's is the same (docs/math.md)."""
     net0, X, t = problem([3, 4, 2], 11, positive_class=0)
     net1 = bp_gpu.MLP([3, 4, 2], dtype="float64", backend="cpu", seed=0, positive_class=1)
+    np.testing.assert_array_equal(net0.get_weights()[-1][0], -net1.get_weights()[-1][0])
+    np.testing.assert_array_equal(net0.get_weights()[0][0], net1.get_weights()[0][0])
+    np.testing.assert_allclose(net0.predict_proba(X), 1 - net1.predict_proba(X), rtol=1e-12)
     l0, g0 = net0.loss_and_grad(X, t)
-    l1, g1 = net1.loss_and_grad(X, 1 - t)
+    l1, g1 = net1.loss_and_grad(X, t)
     assert l0 == pytest.approx(l1, rel=1e-12)
-    for a, b in zip(g0, g1):
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-12)
+    np.testing.assert_allclose(g0[0][0], g1[0][0], rtol=1e-12)
+    np.testing.assert_allclose(g0[-1][0], -g1[-1][0], rtol=1e-12)
+    np.testing.assert_allclose(g0[-1][1], -g1[-1][1], rtol=1e-12)
 
 
 def test_targets_accept_1d_for_one_output_and_bool_labels():

@@ -102,7 +102,7 @@ def test_documented_keys(tmp_path, fitted):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
         keys = set(f.files)
         meta = json.loads(str(f["meta"]))
-        assert str(f["format"]) == FORMAT_NAME and int(f["format_version"]) == 1
+        assert str(f["format"]) == FORMAT_NAME and int(f["format_version"]) == 2
     assert keys == {
         "format",
         "format_version",
@@ -123,7 +123,28 @@ def test_documented_keys(tmp_path, fitted):
         and meta["dtype"] == "float32"
     )
     assert meta["label_kind"] == "binary" and meta["optimizer"]["kind"] == "adam"
+    assert meta["optimizer"]["schedule"] == {"kind": "constant", "peak": clf.learning_rate, "warmup_steps": 0,
+                                             "total_steps": 0, "final": 0.0}
     assert meta["hyperparameters"]["hidden_layer_sizes"] == [6, 4]
+
+
+def test_version_1_files_still_load(tmp_path, fitted, rng):
+    """bp_gpu 0.1 wrote version 1: a float learning rate, fewer hyperparameters."""
+    clf = fitted[0]
+    clf.save(tmp_path / "m.npz")
+
+    def to_v1(a):
+        meta = json.loads(str(a["meta"]))
+        o = meta["optimizer"]
+        o["learning_rate"] = o.pop("schedule")["peak"]
+        for k in ("lr_schedule", "warmup_epochs", "final_learning_rate"):
+            del meta["hyperparameters"][k]
+        a.update(format_version=np.array(1), meta=np.array(json.dumps(meta)))
+
+    old = bp_gpu.load(_rewrite(tmp_path / "m.npz", tmp_path / "v1.npz", to_v1))
+    assert old.lr_schedule == "constant" and old._optimizer.learning_rate == clf.learning_rate
+    X = rng.normal(size=(20, 5))
+    np.testing.assert_array_equal(old.predict_proba(X), clf.predict_proba(X))
 
 
 # -- bad files ----------------------------------------------------------------------------------------
@@ -191,8 +212,8 @@ def test_pickled_content_is_refused_without_running_it(tmp_path):
     [
         (lambda a: a.update(format=np.array("something.else")), "not a bp_gpu model file"),
         (
-            lambda a: a.update(format_version=np.array(2)),
-            "format version 2 is not supported.*newer",
+            lambda a: a.update(format_version=np.array(3)),
+            "format version 3 is not supported.*newer",
         ),
         (lambda a: a.pop("W_2"), "the array 'W_2' is missing"),
         (

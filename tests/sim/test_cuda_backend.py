@@ -90,15 +90,18 @@ def test_loss_leaves_gradients_alone(rng):
 @pytest.mark.sim
 def test_engine_optimizer_step_matches_cpu(rng):
     """The training loop's call: engine.steps.optimizer_update on the flat buffers, Adam."""
+    from bp_gpu.optim import hyper as H
+
     gpu, cpu = _pair([4, 9, 3, 2])
     X, t = _data(rng, 17, [4, 9, 3, 2])
     for model in (gpu, cpu):
         e = model._engine
-        m, v = e.xp.zeros_like(e.params), e.xp.zeros_like(e.params)
-        for step in (1, 2):
+        state = e.xp.zeros((2, e.n_params), dtype=e.dtype)
+        hyper = e.xp.zeros(H.N_HYPER)
+        hyper[[H.LR, H.BETA1, H.BETA2, H.EPS, H.WEIGHT_DECAY]] = 0.01, 0.9, 0.999, 1e-8, 1e-3
+        for _ in (1, 2):
             e.loss_and_grad(X, t, 1, 1.0 / len(X))
-            e.steps.optimizer_update(2, e.params, e.grads, m, v, e.n_weights, 0.01, 0.0, 1e-3,
-                                     0.9, 0.999, 1e-8, 1 - 0.9**step, 1 - 0.999**step)
+            e.steps.optimizer_update(H.ADAM, e.params, e.grads, state, hyper, e.n_weights)
     for (W1, b1), (W0, b0) in zip(gpu.get_weights(), cpu.get_weights()):
         np.testing.assert_allclose(W1, W0, rtol=1e-9, atol=1e-13)
         np.testing.assert_allclose(b1, b0, rtol=1e-9, atol=1e-13)

@@ -1,0 +1,199 @@
+"""The CUDA backend's GEMMs: ``cublasGemmEx`` through cuBLAS's C API, prepared once, capturable.
+
+Why not ``cupy.matmul``: CuPy 14.2 refuses every cuBLAS call while a stream is capturing (each BLAS
+wrapper first calls ``setStream``, which raises ``NotImplementedError`` for a capturing stream:
+cupy_backends/cuda/libs/cublas.pyx, ``setStream``, lines 642-668 at v14.2.0), so a step that uses it
+cannot become a CUDA graph; and each ``cupy.matmul`` spends ~8 us of host time on checks and
+dispatch. Here a GEMM is bound once — transposes, sizes, leading dimensions, types, the handle —
+and a call is one ctypes call into the libcublas CuPy already loaded.
+
+What is mirrored from CuPy (``cupy/_core/_routines_linalg.pyx`` at v14.2.0, ``dot`` and
+``tensordot_core_v11``): ``C(n, m) = A(n, k) @ B(k, m)`` row-major is the column-major
+``C^T = B^T A^T``, one ``cublasGemmEx`` with the operands swapped and ``ldc = m``; each operand's
+transpose flag and leading dimension come from its contiguity (F-contiguous first, as
+``_mat_to_cublas_contiguous``); compute type ``CUBLAS_COMPUTE_32F`` (68; 77 with CuPy's TF32 setting)
+or ``CUBLAS_COMPUTE_64F`` (70); algorithm ``CUBLAS_GEMM_DEFAULT_TENSOR_OP`` (99) from cc 8.0;
+alpha = 1, beta = 0 as host values (``CUBLAS_POINTER_MODE_HOST``: captured into a graph by value,
+cuBLAS docs "CUDA Graphs Support").
+
+Handles: one private handle per (device, stream), its stream set once and then a user workspace
+(32 MiB, cuBLAS's default pool size on Hopper): ``cublasSetStream`` resets the workspace, so the
+order matters, and a user workspace keeps cuBLAS from adding memory nodes to a captured graph
+(cuBLAS docs, ``cublasSetWorkspace`` and "CUDA Graphs Support"). Eager steps and captured steps use
+the same handle and workspace, so they compute the same bits (cuBLAS docs, "Results
+Reproducibility"). CuPy does not bind ``cublasSetWorkspace``, hence ctypes.
+
+``gemm_arguments`` is pure Python (tested on the CPU against a column-major emulation); the rest
+needs a GPU and is exercised by the ``gpu`` tests and ``bench/device_check.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+import numpy as np
+
+OP_N, OP_T = 0, 1
+CUDA_R_32F, CUDA_R_64F = 0, 1
+COMPUTE_32F, COMPUTE_32F_PEDANTIC, COMPUTE_32F_FAST_TF32 = 68, 69, 77
+COMPUTE_64F, COMPUTE_64F_PEDANTIC = 70, 71
+GEMM_DEFAULT, GEMM_DEFAULT_TENSOR_OP = -1, 99
+WORKSPACE_BYTES = 32 << 20
+
+
+def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int, order: str) -> bool:
+    """NumPy's/CuPy's contiguity flag for a 2-D layout: dimensions of size 1 do not count."""
+    dims = zip(shape, strides) if order == "F" else zip(reversed(shape), reversed(strides))
+    expected = itemsize
+    for n, s in dims:
+        if n != 1 and s != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _operand(shape: tuple[int, int], strides: tuple[int, int], itemsize: int, trans: int) -> tuple[int, int]:
+    """(transpose flag, leading dimension) of one operand, as CuPy's ``_mat_to_cublas_contiguous``."""
+    if _contiguous(shape, strides, itemsize, "F"):
+        return trans, max(strides[1] // itemsize, shape[0])
+    if not _contiguous(shape, strides, itemsize, "C"):
+        raise ValueError(f"a GEMM operand must be C- or F-contiguous; got shape {shape}, strides {strides}")
+    return 1 - trans, strides[0] // itemsize
+
+
+def gemm_arguments(a: tuple, b: tuple, itemsize: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """``(transa, transb, m, n, k, lda, ldb, ldc)`` of the ``cublasGemmEx`` computing the row-major
+    ``C (n, m) = A (n, k) @ B (k, m)``, C C-contiguous; ``a``, ``b`` are ``(shape, strides)`` in bytes.
+    cuBLAS's first operand is B, its second A (column-major: C^T = B^T A^T)."""
+    (n, k), (k2, m) = a[0], b[0]
+    if k != k2:
+        raise ValueError(f"GEMM shapes do not match: {a[0]} @ {b[0]}")
+    # dot() views A transposed (rollaxis) before choosing its flag; B as it is.
+    ta, lda = _operand((k, n), (a[1][1], a[1][0]), itemsize, 0)
+    tb, ldb = _operand((k, m), b[1], itemsize, 1)
+    return tb, ta, m, n, k, ldb, lda, m
+
+
+def _compute_type(dtype: np.dtype) -> int:
+    """CuPy's compute type for this dtype (``cupy._core.get_compute_type``: 2 pedantic, 7 TF32)."""
+    import cupy
+
+    ct = cupy._core.get_compute_type(dtype)
+    if dtype == np.float32:
+        return {2: COMPUTE_32F_PEDANTIC, 7: COMPUTE_32F_FAST_TF32}.get(ct, COMPUTE_32F)
+    return {2: COMPUTE_64F_PEDANTIC}.get(ct, COMPUTE_64F)
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def _libcublas() -> ctypes.CDLL:
+    """The libcublas CuPy loaded (a handle is only valid with the library that made it): found in
+    /proc/self/maps after CuPy made its own handle; ``dlopen`` of a loaded file returns that object."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    import cupy
+
+    cupy.cuda.device.get_cublas_handle()
+    paths = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and os.path.basename(parts[5].strip()).startswith("libcublas.so"):
+                paths.add(parts[5].strip())  # libcublasLt.so.* does not match
+    if len(paths) != 1:
+        raise RuntimeError(f"expected the one libcublas CuPy loaded in this process; found {sorted(paths)}")
+    lib = ctypes.CDLL(paths.pop())
+    vp, ci = ctypes.c_void_p, ctypes.c_int
+    lib.cublasSetStream_v2.argtypes = [vp, vp]
+    lib.cublasSetWorkspace_v2.argtypes = [vp, vp, ctypes.c_size_t]
+    lib.cublasGemmEx.argtypes = [vp, ci, ci, ci, ci, ci, vp, vp, ci, ci, vp, ci, ci, vp, vp, ci, ci, ci, ci]
+    for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasGemmEx"):
+        getattr(lib, name).restype = ci  # cublasStatus_t, 0 = success
+    _lib = lib
+    return lib
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed: cublasStatus_t {status}")
+
+
+class _Handle:
+    """A private cuBLAS handle bound to one stream with its own workspace (see the module docstring)."""
+
+    def __init__(self, stream: Any) -> None:
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        self.lib = _libcublas()
+        self.handle = cublas.create()  # plain cublasCreate of the same library; enqueues nothing
+        self.stream = stream
+        self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # pool blocks are 512-B aligned
+        _check(self.lib.cublasSetStream_v2(self.handle, stream.ptr), "cublasSetStream")
+        _check(self.lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr, WORKSPACE_BYTES),
+               "cublasSetWorkspace")
+
+
+_handles: dict[tuple[int, int], _Handle] = {}
+
+
+def handle_for_current_stream() -> _Handle:
+    """The private handle of (current device, CuPy's current stream), created on first use. Streams
+    live as long as the engines that bound GEMMs to them, so handles are kept, not recycled."""
+    import cupy
+
+    stream = cupy.cuda.get_current_stream()
+    key = (cupy.cuda.Device().id, stream.ptr)
+    h = _handles.get(key)
+    if h is None:
+        h = _handles[key] = _Handle(stream)
+    return h
+
+
+class PreparedGemm:
+    """``out <- a @ b`` bound once on CuPy's current stream. One of ``a``, ``b`` may be a slot
+    (``bp_gpu.plan.X``): a C-contiguous input whose shape follows from the other operands, passed
+    at each call."""
+
+    def __init__(self, a: Any, b: Any, out: Any) -> None:
+        import cupy
+
+        from .plan import Slot
+
+        dtype = np.dtype(out.dtype)
+        item = dtype.itemsize
+        n, m = out.shape
+        self._slot = "a" if isinstance(a, Slot) else "b" if isinstance(b, Slot) else None
+        a_shape = (n, b.shape[0]) if self._slot == "a" else tuple(a.shape)
+        b_shape = (a.shape[1], m) if self._slot == "b" else tuple(b.shape)
+        c_strides = lambda shape: (shape[1] * item, item)  # noqa: E731
+        a_layout = (a_shape, c_strides(a_shape) if self._slot == "a" else tuple(a.strides))
+        b_layout = (b_shape, c_strides(b_shape) if self._slot == "b" else tuple(b.strides))
+        if (a_shape[0], b_shape[1]) != (n, m) or not out.flags.c_contiguous:
+            raise ValueError(f"GEMM output must be C-contiguous {(a_shape[0], b_shape[1])}; got {out.shape}")
+        # cuBLAS's operand A is our b and its operand B our a (column-major C^T = B^T A^T).
+        transa, transb, m_, n_, k, lda, ldb, ldc = gemm_arguments(a_layout, b_layout, item)
+        h = handle_for_current_stream()
+        self._fn = h.lib.cublasGemmEx
+        self._keep = (h, a, b, out)  # the buffers outlive every call (and any graph) that uses them
+        self._one = ctypes.c_float(1.0) if dtype == np.float32 else ctypes.c_double(1.0)
+        self._zero = ctypes.c_float(0.0) if dtype == np.float32 else ctypes.c_double(0.0)
+        t = CUDA_R_32F if dtype == np.float32 else CUDA_R_64F
+        algo = GEMM_DEFAULT_TENSOR_OP if int(cupy.cuda.Device().compute_capability) >= 80 else GEMM_DEFAULT
+        self._head = (h.handle, transa, transb, m_, n_, k, ctypes.addressof(self._one))
+        self._mid = (t, lda)
+        self._tail = (t, ldb, ctypes.addressof(self._zero), out.data.ptr, t, ldc, _compute_type(dtype), algo)
+        self._a_ptr = None if self._slot == "a" else a.data.ptr
+        self._b_ptr = None if self._slot == "b" else b.data.ptr
+
+    def __call__(self, x: Any = None) -> None:
+        """Enqueue the GEMM; ``x`` is the slot's array (ignored without a slot)."""
+        a_ptr = x.data.ptr if self._slot == "a" else self._a_ptr
+        b_ptr = x.data.ptr if self._slot == "b" else self._b_ptr
+        status = self._fn(*self._head, b_ptr, *self._mid, a_ptr, *self._tail)
+        if status != 0:
+            _check(status, "cublasGemmEx")
