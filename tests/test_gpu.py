@@ -4,6 +4,7 @@ cuda vs cpu on random problems, determinism. Skipped when no device is usable.""
 import numpy as np
 import pytest
 
+import bp_gpu
 from bp_gpu import MLP
 from bp_gpu import steps_numpy as ref
 from bp_gpu.backends import cuda_status, simulator_enabled
@@ -54,9 +55,9 @@ def test_fused_steps_match_reference(cp, shape, dtype, rng):
     K.bias_sigmoid_forward(got, cp.asarray(b))
     np.testing.assert_allclose(got.get(), want, **TOL[dtype])
 
-    D0, db0, l0 = np.empty_like(A), np.empty(shape[1], dtype), np.zeros(1)
+    D0, db0, l0 = np.empty_like(A), np.empty(shape[1], dtype), np.zeros(2)
     ref.output_loss_delta(A, b, T, 0, scale, D0, db0, l0)
-    D1, db1, l1 = cp.empty(shape, dtype), cp.empty(shape[1], dtype), cp.zeros(1)
+    D1, db1, l1 = cp.empty(shape, dtype), cp.empty(shape[1], dtype), cp.zeros(2)
     K.output_loss_delta(cp.asarray(A), cp.asarray(b), cp.asarray(T), 0, scale, D1, db1, l1)
     np.testing.assert_allclose(D1.get(), D0, **TOL[dtype])
     _assert_column_sums(db1.get(), D1.get(), dtype)
@@ -191,3 +192,91 @@ def test_classifier_early_stopping_matches_cpu(cp, rng):
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-9, atol=1e-14)
     np.testing.assert_allclose(gpu.predict_proba(cp.asarray(X)), cpu.predict_proba(X), rtol=1e-9,
                                atol=1e-14)
+
+
+# -- the step API on the device ----------------------------------------------------------------------
+STEP_OPTIMIZERS = {
+    "sgd": lambda n, lr: bp_gpu.optim.SGD(n, lr, weight_decay=0.01),
+    "momentum": lambda n, lr: bp_gpu.optim.SGD(n, lr, momentum=0.9),
+    "adam": lambda n, lr: bp_gpu.optim.Adam(n, lr, weight_decay=0.01),
+    "adamw": lambda n, lr: bp_gpu.optim.AdamW(n, lr, weight_decay=0.05),
+    "lamb": lambda n, lr: bp_gpu.optim.LAMB(n, lr, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("B,K,O", [(1, 1, 1), (7, 33, 5), (257, 129, 10), (1, 5, 1), (3, 1, 4), (1024, 784, 512)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prepared_gemm_matches_cupy_matmul(cp, B, K, O, dtype, rng):
+    """cublasGemmEx through ctypes (bp_gpu.cublas_gemm) against cupy.matmul, for the three GEMMs of
+    the engine; with X as a slot too. Bitwise equality is not assumed (different workspaces)."""
+    from bp_gpu.cublas_gemm import PreparedGemm
+    from bp_gpu.plan import X as X_SLOT
+
+    X = cp.asarray(rng.standard_normal((B, K)), dtype)
+    W = cp.asarray(rng.standard_normal((O, K)), dtype)
+    D = cp.asarray(rng.standard_normal((B, O)), dtype)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in ((X, W.T), (D.T, X), (D, W)):
+        out = cp.empty((a.shape[0], b.shape[1]), dtype)
+        PreparedGemm(a, b, out)()
+        np.testing.assert_allclose(out.get(), (a @ b).get(), **tol)
+    out = cp.empty((B, O), dtype)
+    PreparedGemm(X_SLOT, W.T, out)(X)
+    np.testing.assert_allclose(out.get(), (X @ W.T).get(), **tol)
+    out = cp.empty((O, K), dtype)
+    PreparedGemm(D.T, X_SLOT, out)(X)
+    np.testing.assert_allclose(out.get(), (D.T @ X).get(), **tol)
+
+
+@pytest.mark.parametrize("name", list(STEP_OPTIMIZERS))
+def test_train_step_matches_cpu(cp, name, rng):
+    sched = bp_gpu.optim.warmup_cosine(0.02, warmup_steps=3, total_steps=20)
+    nets = [MLP([31, 64, 17, 3], backend=b, dtype="float64", seed=4) for b in ("cuda", "cpu")]
+    opts = [STEP_OPTIMIZERS[name](n, sched) for n in nets]
+    for _ in range(12):
+        X = rng.standard_normal((300, 31))
+        t = (rng.random((300, 3)) < 0.5).astype(float)
+        loss = nets[0].train_step(cp.asarray(X), cp.asarray(t), opts[0])
+        assert isinstance(loss, cp.ndarray) and loss.shape == ()
+        assert float(loss) == pytest.approx(float(nets[1].train_step(X, t, opts[1])), rel=1e-10)
+    for (W1, b1), (W0, b0) in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_allclose(W1, W0, rtol=1e-8, atol=1e-11)
+        np.testing.assert_allclose(b1, b0, rtol=1e-8, atol=1e-11)
+    assert opts[0].step_count == 12
+
+
+@pytest.mark.parametrize("name", list(STEP_OPTIMIZERS))
+@pytest.mark.parametrize("sizes", [[28, 64, 64, 1], [96, 33, 5]])
+def test_compiled_step_graph_replays_train_step_bit_for_bit(cp, name, sizes, rng):
+    """The CUDA graph (captured once) against eager train_step: the same calls on the same handles'
+    kind, so the same bits, step after step, through the warm-up and decay of a schedule."""
+    sched = bp_gpu.optim.warmup_linear(0.05, warmup_steps=2, total_steps=8)
+    a, b = (MLP(sizes, backend="cuda", dtype="float32", seed=6) for _ in range(2))
+    oa, ob = STEP_OPTIMIZERS[name](a, sched), STEP_OPTIMIZERS[name](b, sched)
+    step = b.compile_step(ob, 256)
+    np.testing.assert_array_equal(a._engine.params.get(), b._engine.params.get())  # compiling changed nothing
+    for _ in range(10):
+        X = cp.asarray(rng.standard_normal((256, sizes[0])), cp.float32)
+        t = cp.asarray(rng.random((256, sizes[-1])) < 0.5, cp.float32)
+        assert float(a.train_step(X, t, oa)) == float(step(X, t))
+    np.testing.assert_array_equal(a._engine.params.get(), b._engine.params.get())
+    assert ob.step_count == 10 and oa.last_learning_rate == ob.last_learning_rate
+
+
+def test_device_inputs_are_used_in_place(cp, rng):
+    from bp_gpu import _validate as V
+
+    X = cp.asarray(rng.standard_normal((50, 7)), cp.float32)
+    assert V.check_features(X, 7, np.dtype(np.float32), cp, values=None) is X  # no copy, no sync
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch here has no CUDA")
+    Xt = torch.randn(50, 7, device="cuda")
+    Xc = V.check_features(Xt, 7, np.dtype(np.float32), cp, values=None)
+    assert Xc.data.ptr == Xt.data_ptr()  # DLPack: the tensor's own memory
+    net = MLP([7, 5, 1], backend="cuda", seed=0)
+    opt = bp_gpu.optim.Adam(net, 0.01)
+    t = (torch.rand(50, 1, device="cuda") < 0.5).float()
+    loss = net.train_step(Xt, t, opt)
+    assert isinstance(loss, cp.ndarray) and np.isfinite(float(loss))
+    assert isinstance(net.predict_proba(Xt), cp.ndarray)
