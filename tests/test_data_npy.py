@@ -1,5 +1,7 @@
 """.npy (memory-mapped, target a column) and .npz (named arrays) through bp_gpu.data.open."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,20 @@ def test_format_detection_by_magic_number(tmp_path, table):
     q = tmp_path / "data.bin"
     q.write_text("a,b\n1,2\n")
     assert bd.open(q, target="b").format == "csv"
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_a_pass_over_a_memory_mapped_npy_does_not_keep_it_resident(tmp_path):
+    p = tmp_path / "big.npy"
+    np.save(p, np.ones((750_000, 8)))  # 48 MB
+    ds = bd.open(p, target=0)
+    before = _rss_mb()
+    ds.labels()
+    for _ in ds.iter_chunks():
+        pass
+    assert _rss_mb() - before < 16  # the mapped pages were released chunk by chunk

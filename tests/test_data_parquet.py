@@ -1,5 +1,7 @@
 """Parquet files and directories, and Arrow IPC/Feather files, through bp_gpu.data.open."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -227,3 +229,23 @@ def test_same_data_in_every_format_reads_the_same(tmp_path):
         np.testing.assert_array_equal(y, ye, err_msg=name)
         np.testing.assert_array_equal(ds.labels(), [3, 5], err_msg=name)
         np.testing.assert_allclose(ds.stats()[1], Xe.std(0), rtol=1e-12, err_msg=name)
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_a_pass_over_an_arrow_file_does_not_keep_it_resident(tmp_path):
+    n = 1_500_000
+    t = pa.table({"a": np.ones(n), "b": np.ones(n), "c": np.ones(n), "y": np.zeros(n, np.int64)})  # 48 MB
+    feather.write_feather(t, tmp_path / "big.arrow", chunksize=100_000, compression="uncompressed")
+    del t
+    ds = bd.open(tmp_path / "big.arrow", target="y")
+    before = _rss_mb()
+    ds.labels()
+    for _ in ds.iter_chunks():
+        pass
+    assert _rss_mb() - before < 16
+    ds.close()

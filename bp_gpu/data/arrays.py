@@ -3,11 +3,12 @@ arrays. Chunks are row ranges of ``chunk_rows`` rows; a shard is a row range."""
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Chunk, DataError, Dataset, check_finite, split_range
+from .dataset import Chunk, DataError, Dataset, check_finite, release_pages, split_range
 
 CHUNK_BYTES = 4 << 20  # default chunk: about this many bytes of features
 
@@ -44,7 +45,9 @@ class ArrayDataset(Dataset):
 
     ``columns`` picks the feature columns of ``source`` (``None``: all); ``y`` is the label array
     (n,) or (n, K) (a view into ``source`` for a ``.npy`` target column) or ``None``.
-    ``where(row, k)`` words the location of feature ``k`` of a global row for error messages."""
+    ``where(row, k)`` words the location of feature ``k`` of a global row for error messages.
+    ``mapping``: the read-only memory map ``source`` lives in, when this package opened it; its
+    pages are released after each chunk, so a pass over the file does not grow the resident set."""
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class ArrayDataset(Dataset):
         columns: Sequence[int] | None,
         where: Callable[[int, int | None], str],
         chunk_rows: int,
+        mapping: mmap.mmap | None = None,
         lo: int = 0,
         hi: int | None = None,
     ) -> None:
@@ -66,6 +70,7 @@ class ArrayDataset(Dataset):
         self.path, self.format, self.feature_names, self.target = path, format, feature_names, target
         self._where, self._chunk_rows = where, chunk_rows
         self._lo, self._hi = lo, source.shape[0] if hi is None else hi
+        self._mapping = mapping
 
     @property
     def n_chunks(self) -> int:
@@ -90,7 +95,9 @@ class ArrayDataset(Dataset):
         with np.errstate(over="ignore"):  # a value too large for float32 is reported by check_finite
             X[...] = src
         check_finite(X, lambda r, k: (self._where(a + r, k), float(src[r, k])))
-        return Chunk(X, None if self._y is None else self._labels_of(a, b), a)
+        y = None if self._y is None else self._labels_of(a, b)
+        release_pages(self._mapping)
+        return Chunk(X, y, a)
 
     def _labels_of(self, a: int, b: int) -> np.ndarray:
         y = np.array(self._y[a:b])
@@ -98,14 +105,16 @@ class ArrayDataset(Dataset):
         return y
 
     def _chunk_labels(self, i: int) -> np.ndarray:
-        return self._labels_of(*self._bounds(i))
+        y = self._labels_of(*self._bounds(i))
+        release_pages(self._mapping)
+        return y
 
     def shard(self, rank: int, world: int) -> ArrayDataset:
         lo, hi = split_range(self._hi - self._lo, rank, world)
         return ArrayDataset(
             self._source, self._y, path=self.path, format=self.format, feature_names=self.feature_names,
             target=self.target, columns=self._columns, where=self._where, chunk_rows=self._chunk_rows,
-            lo=self._lo + lo, hi=self._lo + hi,
+            mapping=self._mapping, lo=self._lo + lo, hi=self._lo + hi,
         )
 
 

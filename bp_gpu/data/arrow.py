@@ -7,6 +7,7 @@ The streaming IPC format and Feather version 1 have no footer to seek with and a
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrow
-from .dataset import Chunk, DataError, Dataset, resolve_columns, split_range
+from .dataset import Chunk, DataError, Dataset, release_pages, resolve_columns, split_range
 
 
 class _Source:
@@ -29,10 +30,14 @@ class _Source:
             raise DataError(f"{path}: a Feather version 1 file; re-save it as version 2 "
                             "(pyarrow.feather.write_feather) to read it in chunks")
         try:
-            self.mm = pa.memory_map(path, "r")
-            self.reader = pa.ipc.open_file(self.mm)
+            # Our own read-only mmap (not pa.memory_map) so that its pages can be released after
+            # each batch (dataset.release_pages); pyarrow reads it zero-copy through the buffer.
+            with open(path, "rb") as f:
+                self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.reader = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(self.mm)))
             rows = [self.reader.get_batch(i).num_rows for i in range(self.reader.num_record_batches)]
-        except (pa.ArrowException, OSError) as exc:
+            release_pages(self.mm)
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: mmap of an empty file
             raise DataError(f"{path}: not a readable Arrow IPC file, truncated or corrupt; the streaming "
                             f"format is not supported, only the file format ({exc})") from None
         # One reader serves every view and thread (the batch iterator reads in the background).
@@ -56,8 +61,15 @@ class _Source:
     def where(self, b: int, i: int, column: str) -> str:
         return f"{self.path}: row {int(self.starts[b]) + i} (record batch {b}), column {column!r}"
 
+    def release(self) -> None:
+        release_pages(self.mm)
+
     def close(self) -> None:
-        self.mm.close()
+        self.reader = None
+        try:
+            self.mm.close()
+        except BufferError:  # Arrow arrays of this file are still alive: the map goes with them
+            pass
 
 
 class ArrowDataset(Dataset):
@@ -84,6 +96,7 @@ class ArrowDataset(Dataset):
         X = _arrow.features([batch.column(n) for n in names], batch.num_rows, dtype,
                             lambda r, k: self._src.where(b, r, names[k]))
         y = None if self.target is None else self._labels(b, batch.column(self.target))
+        self._src.release()
         return Chunk(X, y, int(self._src.starts[b]))
 
     def _labels(self, b: int, col: Any) -> np.ndarray:
@@ -91,7 +104,9 @@ class ArrowDataset(Dataset):
 
     def _chunk_labels(self, i: int) -> np.ndarray:
         b = self._lo + i
-        return self._labels(b, self._src.batch(b).column(self.target))
+        y = self._labels(b, self._src.batch(b).column(self.target))
+        self._src.release()
+        return y
 
     def shard(self, rank: int, world: int) -> ArrowDataset:
         lo, hi = split_range(self.n_chunks, rank, world)

@@ -140,9 +140,7 @@ class _File:
         t, cols = resolve_columns(names, target, features, path)
         self.feature_names = [names[k] for k in cols]
         self.target = None if t is None else names[t]
-        self.lock = threading.RLock()
-        self.mm: Any = None  # the file's memory map and a buffer over it, made on first read
-        self.buffer: Any = None
+        self.lock = threading.Lock()
         self.rows: np.ndarray | None = None  # per chunk, after the first pass
         self.starts: np.ndarray | None = None
         self.seg_labels: list[np.ndarray] = []
@@ -222,6 +220,8 @@ class _File:
         return n + 1
 
     def _segment_bytes(self, s: int) -> bytes:
+        # A plain read into a private buffer, freed with the chunk: memory-mapping the file would
+        # leave every chunk read so far in the resident set.
         a, b = self.segments[s]
         with open(self.path, "rb") as f:
             f.seek(a)
@@ -247,8 +247,7 @@ class _File:
         """Chunk ``s`` as an Arrow table of ``columns`` with ``types``; parse and conversion errors
         become a ``DataError`` naming the line and the column."""
         pa, pcsv = self.pa, self.pcsv
-        a, b = self.segments[s]
-        data = self.map().slice(a, b - a)  # zero-copy: a view of the memory map
+        data = pa.py_buffer(self._segment_bytes(s))
         co = pcsv.ConvertOptions(include_columns=columns, column_types=types, strings_can_be_null=True)
         block = BLOCK_BYTES
         while True:
@@ -264,22 +263,6 @@ class _File:
                 if not text.strip(b"\r\n"):  # only empty lines: pyarrow calls that an empty file
                     return pa.table({c: pa.array([], types[c]) for c in columns})
                 raise self._diagnose(s, text, columns, exc) from None
-
-    def map(self) -> Any:
-        """The whole file as one Arrow buffer over a memory map; slices of it are views, and slicing
-        (unlike seek-and-read) is safe from several threads."""
-        with self.lock:
-            if self.mm is None:
-                self.mm = self.pa.memory_map(self.path, "r")
-                self.buffer = self.mm.read_buffer()
-            return self.buffer
-
-    def close(self) -> None:
-        with self.lock:
-            if self.mm is not None:
-                self.buffer = None
-                self.mm.close()
-                self.mm = None
 
     def _diagnose(self, s: int, data: bytes, columns: list[str], exc: Exception) -> DataError:
         """Find where chunk ``s`` failed: re-read it in the slow, exact ways pyarrow offers."""
@@ -439,9 +422,6 @@ class CsvDataset(Dataset):
     def shard(self, rank: int, world: int) -> CsvDataset:
         lo, hi = split_range(self.n_chunks, rank, world)
         return CsvDataset(self._f, self._lo + lo, self._lo + hi)
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def open_csv(

@@ -9,6 +9,7 @@ streams over chunks, so memory holds a few chunks, never the file.
 from __future__ import annotations
 
 import abc
+import mmap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -270,3 +271,15 @@ def resolve_columns(
     if not cols:
         raise DataError(f"{path}: no feature columns besides the target")
     return t, cols
+
+
+def release_pages(mapping: mmap.mmap | None) -> None:
+    """Drop the pages of a read-only file mapping from this process's resident set.
+
+    Reading a chunk through a memory map leaves its pages mapped (and counted in the resident
+    memory) until the map is closed, so one pass over a file would grow the resident set to the
+    file's size. After each chunk is copied out, ``madvise(MADV_DONTNEED)`` unmaps them again; they
+    stay in the page cache, and a later read faults them back in (man 2 madvise). A no-op where the
+    platform lacks it."""
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)

@@ -5,6 +5,7 @@ gives float labels)."""
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,4 +35,6 @@ def open_npy(
         A, None if t is None else A[:, t], path=path, format="npy", feature_names=[names[k] for k in cols],
         target=None if t is None else names[t], columns=cols, where=where,
         chunk_rows=check_chunk_rows(chunk_rows, A.shape[1], A.dtype.itemsize),
+        # np.load(mmap_mode="r") keeps its read-only mmap.mmap in .base (numpy/_core/memmap.py)
+        mapping=A.base if isinstance(A.base, mmap.mmap) else None,
     )
