@@ -194,16 +194,18 @@ class Dataset(abc.ABC):
         return self.moments().mean_std()
 
     def read_all(self, dtype: np.dtype | type = np.float64) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(X, y)`` of this whole view in memory, chunks in file order: for small data."""
+        """``(X, y)`` of this whole view in memory, chunks in file order: for small data. ``X`` is
+        allocated once and filled chunk by chunk, so the peak is ``X`` plus one chunk."""
         dtype = _float_dtype(dtype)
-        chunks = list(self.iter_chunks(dtype=dtype))
-        if not chunks:
-            return np.empty((0, self.n_features), dtype), None if self.target is None else np.empty(0)
-        X = np.concatenate([c.X for c in chunks]) if len(chunks) > 1 else chunks[0].X
+        X = np.empty((self.n_rows, self.n_features), dtype)
+        ys, row = [], 0
+        for c in self.iter_chunks(dtype=dtype):
+            X[row:row + len(c.X)] = c.X
+            row += len(c.X)
+            ys.append(c.y)
         if self.target is None:
             return X, None
-        y = np.concatenate([c.y for c in chunks]) if len(chunks) > 1 else chunks[0].y
-        return X, y
+        return X, np.concatenate(ys) if ys else np.empty(0)
 
     def batches(
         self,
