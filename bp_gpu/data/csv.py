@@ -111,6 +111,8 @@ class _File:
                              "line breaks, which needs single-byte line breaks; convert the file to UTF-8 "
                              f"(e.g. iconv -f {encoding} -t UTF-8)")
         self.utf8 = codec in ("utf-8", "utf-8-sig")
+        # pyarrow transcodes any other encoding through Python's codec and passes UTF-8 through
+        # untouched (pyarrow/io.pxi, native_transcoding_input_stream); the BOM is skipped here.
         self.encoding = "utf-8" if self.utf8 else codec
         self.header, self.delimiter = header, delimiter
         self.size = os.path.getsize(path)

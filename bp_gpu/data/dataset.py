@@ -113,12 +113,6 @@ class Dataset(abc.ABC):
         chunks (rows for ``.npy``, ``.npz`` and arrays), ragged where the counts do not divide. A
         rank gets 0 rows only when there are fewer chunks (rows) than ranks."""
 
-    @property
-    def seekable(self) -> bool:
-        """Whether chunks can be read in any order (``iter_chunks(order=...)``); true for every
-        format here."""
-        return True
-
     def close(self) -> None:  # noqa: B027 - a hook: only formats that hold a file open override it
         """Release open files or memory maps (also done when the object is collected)."""
 
