@@ -1,6 +1,6 @@
 """bp_gpu: sigmoid multilayer perceptrons trained by backpropagation, on NVIDIA GPUs or any CPU.
 
-The math is the notes' (``shared/seed/backprop_notes.md``); ``bp_gpu.reference`` is it in NumPy.
+The math is in ``docs/math.md`` of the repository; ``bp_gpu.reference`` is it in NumPy.
 """
 
 from ._validate import to_numpy

@@ -1,10 +1,10 @@
-"""The spec: the notes' backpropagation in plain NumPy, one layer at a time.
+"""The spec: backpropagation as ``docs/math.md`` states it, in plain NumPy, one layer at a time.
 
 Every other implementation (the buffered CPU engine, the CUDA kernels) is tested against this
-module; it imports nothing GPU-related and is meant to be read next to
-``shared/seed/backprop_notes.md``.
+module; it imports nothing GPU-related and is meant to be read next to ``docs/math.md`` (the
+derivation, the two output conventions, and which function computes each formula).
 
-Notation (notes -> code), for layer ``l = 1..L`` and a batch of ``B`` samples as rows:
+Notation (math -> code), for layer ``l = 1..L`` and a batch of ``B`` samples as rows:
 
 - ``w_ij^(l)``  -> ``W[l-1][i, j]``, shape ``(N_l, N_{l-1})``
 - ``w_i0^(l)``  -> ``b[l-1][i]``,    shape ``(N_l,)``
@@ -13,12 +13,13 @@ Notation (notes -> code), for layer ``l = 1..L`` and a batch of ``B`` samples as
 - ``y``         -> ``Z[L]`` = ``sigma(a_out)``
 - ``delta_i^(l)`` -> ``D[l][:, i]`` = dL/da_i^(l)
 
-The notes model ``y = p(t=0|x)`` (``positive_class=0``). With ``positive_class=1``, ``y = p(t=1|x)``.
+With ``positive_class=0``, ``y = p(t=0|x)`` (the convention the derivation starts from); with
+``positive_class=1``, ``y = p(t=1|x)``.
 Both are the same formulas applied to ``s``, the probability target of ``y``:
 ``s = 1 - t`` for ``positive_class=0`` and ``s = t`` for ``positive_class=1``. Then
 
 - ``L = -s log y - (1 - s) log(1 - y) = softplus(a_out) - s * a_out``   (stable for any finite a)
-- ``delta_out = sigma(a_out) - s``         (the notes: ``sigma(a_out) - (1 - t)``)
+- ``delta_out = sigma(a_out) - s``         (positive_class=0: ``sigma(a_out) - (1 - t)``)
 - ``delta^(l-1) = (delta^(l) @ W^(l)) * z^(l-1) * (1 - z^(l-1))``
 - ``dL/dw_ij^(l) = delta_i^(l) z_j^(l-1)`` and ``dL/dw_i0^(l) = delta_i^(l)``, summed over samples.
 """
@@ -43,12 +44,12 @@ def softplus(a: np.ndarray) -> np.ndarray:
 
 
 def target_of_y(t: np.ndarray, positive_class: int) -> np.ndarray:
-    """s, the value y = sigma(a_out) is trained towards: t itself, or 1 - t in the notes' convention."""
+    """s, the value y = sigma(a_out) is trained towards: t itself, or 1 - t for positive_class=0."""
     return t if positive_class == 1 else 1 - t
 
 
 def forward(layers: list[Layer], X: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Step 1 of the notes: returns (A, Z) with A[0] = None, Z[0] = X and Z[l] = sigma(A[l])."""
+    """Step 1 (forward) of docs/math.md: returns (A, Z) with A[0] = None, Z[0] = X and Z[l] = sigma(A[l])."""
     A: list = [None]
     Z = [X]
     for W, b in layers:
@@ -64,12 +65,12 @@ def per_sample_loss(a_out: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def output_delta(a_out: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Step 2 of the notes: delta_out = dL/da_out = sigma(a_out) - s."""
+    """Step 2 (output delta) of docs/math.md: delta_out = dL/da_out = sigma(a_out) - s."""
     return sigmoid(a_out) - s
 
 
 def backward(layers: list[Layer], Z: list[np.ndarray], delta_out: np.ndarray) -> tuple[list[Layer], list[np.ndarray]]:
-    """Steps 3 and 4 of the notes: the gradients (dW, db) of every layer, and every delta.
+    """Steps 3 and 4 (backward, gradients) of docs/math.md: the gradients (dW, db) of every layer, and every delta.
 
     ``delta_out`` may already carry a scale (1/B for a mean loss); it flows through linearly.
     """
@@ -87,7 +88,7 @@ def backward(layers: list[Layer], Z: list[np.ndarray], delta_out: np.ndarray) ->
 def loss_and_grad(
     layers: list[Layer], X: np.ndarray, t: np.ndarray, positive_class: int = 1, reduction: str = "mean"
 ) -> tuple[float, list[Layer]]:
-    """The whole notes in one call: loss summed over output units, reduced over samples."""
+    """All four steps in one call: loss summed over output units, reduced over samples."""
     A, Z = forward(layers, X)
     s = target_of_y(t, positive_class)
     scale = 1.0 / X.shape[0] if reduction == "mean" else 1.0

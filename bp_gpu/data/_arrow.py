@@ -1,0 +1,100 @@
+"""Arrow columns to NumPy chunks, with the checks every Arrow-backed reader (Parquet, Arrow IPC,
+CSV) shares. pyarrow is imported here, on first use of one of those formats: ``.npy`` and ``.npz``
+need only NumPy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .dataset import DataError, check_finite
+
+
+def pyarrow(fmt: str) -> Any:
+    """The pyarrow module, or an ImportError saying how to install it."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute  # noqa: F401 - loads pa.compute
+    except ImportError:
+        raise ImportError(f"reading {fmt} files needs pyarrow: pip install 'bp_gpu[data]'") from None
+    return pa
+
+
+def is_numeric(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+
+
+def is_label_type(t: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return is_numeric(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def check_schema_types(schema: Any, feature_names: list[str], target: str | None, path: str) -> None:
+    """Feature columns must be numeric and the target numbers or text: a typed file says so in its
+    schema, so this is checked once, when the file is opened."""
+    for name in feature_names:
+        t = schema.field(name).type
+        if not is_numeric(t):
+            raise DataError(f"{path}: column {name!r} has type {t}; feature columns must be numeric")
+    if target is not None and not is_label_type(schema.field(target).type):
+        raise DataError(f"{path}: the target column {target!r} has type {schema.field(target).type}; "
+                        "labels must be numbers or text")
+
+
+def first_null(col: Any) -> int | None:
+    """Index of the first null of an Array or ChunkedArray, or None."""
+    if col.null_count == 0:
+        return None
+    import pyarrow.compute as pc
+
+    return int(pc.index(pc.is_null(col), True).as_py())
+
+
+def features(
+    columns: list[Any], n: int, dtype: np.dtype, where: Callable[[int, int], str]
+) -> np.ndarray:
+    """The numeric Arrow columns as one (n, d) C-contiguous array of ``dtype``, validated: a null or
+    non-finite value raises ``DataError`` at ``where(row in chunk, feature k)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    X = np.empty((n, len(columns)), dtype)
+    for k, col in enumerate(columns):
+        i = first_null(col)
+        if i is not None:
+            raise DataError(f"{where(i, k)}: the value is missing (empty, NA or null); features must be numbers")
+        if pa.types.is_decimal(col.type):
+            col = pc.cast(col, pa.float64())
+        with np.errstate(over="ignore"):  # a value too large for float32 is reported by check_finite
+            X[:, k] = col.to_numpy(zero_copy_only=False)
+    check_finite(X, lambda i, k: (where(i, k), float(columns[k][i].as_py())))
+    return X
+
+
+def labels(col: Any, where: Callable[[int], str]) -> np.ndarray:
+    """The labels of an Arrow column as NumPy (numbers keep their type, text becomes ``str``),
+    validated: a null or NaN label raises ``DataError`` at ``where(row in chunk)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    i = first_null(col)
+    if i is None and pa.types.is_floating(col.type):
+        nan = pc.is_nan(col)
+        if pc.any(nan).as_py():
+            i = int(pc.index(nan, True).as_py())
+    if i is not None:
+        raise DataError(f"{where(i)}: the label is missing (empty, NA, null or NaN); every row needs a label")
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.to_numpy(zero_copy_only=False).astype(str)
+    if pa.types.is_decimal(col.type):
+        col = pc.cast(col, pa.float64())
+    return col.to_numpy(zero_copy_only=False)

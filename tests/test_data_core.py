@@ -1,0 +1,307 @@
+"""What every reader shares: streaming moments, sharding, the label pass, column resolution, and
+the background-thread batch iterator (exact order, bounded memory, errors, stopping)."""
+
+import gc
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import bp_gpu.data as bd
+from bp_gpu.data.batches import THREAD_NAME
+from bp_gpu.data.dataset import resolve_columns, split_range
+from bp_gpu.data.moments import Moments
+
+
+def _batch_threads():
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left():
+    yield
+    gc.collect()
+    assert _batch_threads() == [], "a batch thread is still running after the test"
+
+
+# -- moments ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sizes", [[2], [7, 1, 30], [5] * 9, [0, 3, 0, 4]])
+def test_chan_merge_equals_two_pass_over_everything(rng, sizes):
+    parts = [rng.normal(3.0, 2.0, size=(n, 4)) for n in sizes]
+    m = Moments.empty(4)
+    for p in parts:
+        m = m.merge(Moments.of(p))
+    X = np.concatenate(parts)
+    mean, std = m.mean_std()
+    assert m.n == len(X)
+    np.testing.assert_allclose(mean, X.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(std, X.std(0), rtol=1e-12)
+
+
+def test_moments_keep_their_digits_when_the_mean_is_large(rng):
+    # E[x^2] - E[x]^2 in float64 loses every digit of a spread of 1 around 1e9; the merge does not.
+    X = 1e9 + rng.normal(size=(10_000, 1))
+    m = Moments.empty(1)
+    for part in np.array_split(X, 37):
+        m = m.merge(Moments.of(part))
+    exact = np.std(X - 1e9)
+    np.testing.assert_allclose(m.mean_std()[1], [exact], rtol=1e-6)
+
+
+def test_constant_feature_gets_std_one_so_it_standardises_to_zero():
+    X = np.column_stack([np.full(1000, 0.1), np.arange(1000.0), np.zeros(1000)])
+    m = Moments.empty(3)
+    for part in np.array_split(X, 7):
+        m = m.merge(Moments.of(part))
+    mean, std = m.mean_std()
+    assert std[0] == 1.0 and std[2] == 1.0 and std[1] == pytest.approx(np.arange(1000.0).std())
+    np.testing.assert_allclose((X[:, 0] - mean[0]) / std[0], 0.0, atol=1e-15)
+
+
+def test_stats_of_a_dataset_is_the_streaming_pass():
+    X = np.random.default_rng(1).normal(5, 3, size=(101, 3))
+    X[:, 2] = 4.0
+    mean, std = bd.from_arrays(X, chunk_rows=10).stats()
+    np.testing.assert_allclose(mean, X.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(std[:2], X[:, :2].std(0), rtol=1e-12)
+    assert std[2] == 1.0
+    with pytest.raises(ValueError, match="0 samples"):
+        bd.from_arrays(X).shard(0, 200).stats()
+
+
+# -- sharding and columns -----------------------------------------------------------------------
+def test_split_range_is_contiguous_balanced_and_complete():
+    for n in (0, 1, 5, 17):
+        for world in (1, 2, 3, 8):
+            parts = [split_range(n, r, world) for r in range(world)]
+            assert parts[0][0] == 0 and parts[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            sizes = [hi - lo for lo, hi in parts]
+            assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="rank"):
+        split_range(4, 2, 2)
+    with pytest.raises(TypeError, match="rank"):
+        split_range(4, 0.0, 2)
+
+
+def test_shards_of_arrays_are_row_ranges_that_cover_the_data():
+    X = np.arange(23.0).reshape(23, 1)
+    ds = bd.from_arrays(X, np.arange(23) % 3, chunk_rows=4)
+    got = []
+    for r in range(3):
+        sh = ds.shard(r, 3)
+        lo, hi = split_range(23, r, 3)
+        Xr, yr = sh.read_all()
+        got.append(Xr[:, 0])
+        np.testing.assert_array_equal(yr, np.arange(lo, hi) % 3)
+        assert [c.start for c in sh.iter_chunks()] == list(range(lo, hi, 4))  # global row indices
+    np.testing.assert_array_equal(np.concatenate(got), X[:, 0])
+    assert [ds.shard(r, 3).n_rows for r in range(3)] == [7, 8, 8]
+    assert ds.shard(4, 30).n_rows == 0 and ds.shard(4, 30).n_chunks == 0
+
+
+def test_resolve_columns_by_name_index_and_string_index():
+    names = ["a", "b", "c", "3"]
+    assert resolve_columns(names, "b", None, "f") == (1, [0, 2, 3])
+    assert resolve_columns(names, 0, ["c", 1], "f") == (0, [2, 1])
+    assert resolve_columns(names, "-1", None, "f") == (3, [0, 1, 2])  # "-1" is not a name: an index
+    assert resolve_columns(names, "3", None, "f") == (3, [0, 1, 2])  # "3" is a name first
+    assert resolve_columns(names, None, None, "f") == (None, [0, 1, 2, 3])
+    with pytest.raises(bd.DataError, match=r"f: no column named 'z' for the target \(columns: \['a', 'b'"):
+        resolve_columns(names, "z", None, "f")
+    with pytest.raises(bd.DataError, match="out of range for 4 columns"):
+        resolve_columns(names, 9, None, "f")
+    with pytest.raises(bd.DataError, match="also listed in features"):
+        resolve_columns(names, "a", ["a", "b"], "f")
+    with pytest.raises(bd.DataError, match="twice"):
+        resolve_columns(names, None, ["a", 0], "f")
+    with pytest.raises(bd.DataError, match="no feature columns"):
+        resolve_columns(["y"], "y", None, "f")
+
+
+# -- from_arrays --------------------------------------------------------------------------------
+def test_from_arrays_reads_back_exactly_in_chunks(rng):
+    X = rng.normal(size=(50, 3))
+    y = np.array(["a", "b"])[rng.integers(0, 2, 50)]
+    ds = bd.from_arrays(X, y, chunk_rows=8)
+    assert (ds.format, ds.n_features, ds.n_rows, ds.n_chunks, ds.target) == ("arrays", 3, 50, 7, "y")
+    assert list(ds.chunk_rows()) == [8] * 6 + [2]
+    chunks = list(ds.iter_chunks(order=[6, 0]))
+    assert [c.start for c in chunks] == [48, 0]
+    assert chunks[0].X.flags.c_contiguous and chunks[0].X.dtype == np.float64
+    np.testing.assert_array_equal(chunks[0].X, X[48:])
+    X32, y32 = ds.read_all(np.float32)
+    assert X32.dtype == np.float32 and np.array_equal(y32, y)
+    np.testing.assert_array_equal(ds.labels(), ["a", "b"])
+    with pytest.raises(ValueError, match="outside"):
+        list(ds.iter_chunks(order=[7]))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        ds.read_all(np.int32)
+
+
+def test_from_arrays_errors_name_the_entry():
+    X = np.ones((6, 2))
+    X[4, 1] = np.nan
+    with pytest.raises(bd.DataError, match=r"^X\[4, 1\]: NaN; features must be finite numbers$"):
+        bd.from_arrays(X, chunk_rows=4).read_all()
+    X = np.ones((3, 2))
+    X[2, 0] = 1e300
+    bd.from_arrays(X).read_all()  # fine in float64
+    with pytest.raises(bd.DataError, match=r"X\[2, 0\]: 1e\+300 does not fit in float32"):
+        bd.from_arrays(X).read_all(np.float32)
+    with pytest.raises(bd.DataError, match=r"y\[1\]: the label is missing"):
+        bd.from_arrays(np.ones((3, 1)), np.array([0.0, np.nan, 1.0])).labels()
+    with pytest.raises(bd.DataError, match=r"y\[2\]: the label is missing"):
+        bd.from_arrays(np.ones((3, 1)), np.array(["a", "b", None], dtype=object)).labels()
+    with pytest.raises(bd.DataError, match="must have shape"):
+        bd.from_arrays(np.ones((3, 1)), np.ones(4))
+    with pytest.raises(bd.DataError, match="2-D numeric"):
+        bd.from_arrays(np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="no target"):
+        bd.from_arrays(np.ones((3, 1))).labels()
+
+
+# -- batches: the order ---------------------------------------------------------------------------
+def _reference_epoch(ds, batch_size, rng, shuffle_buffer):
+    """The order the docstring of bp_gpu.data.batches defines, written out plainly."""
+    order = rng.permutation(ds.n_chunks)
+    shuffle = np.random.default_rng(int(rng.integers(2**63)))
+    chunks = [ds._read_chunk(int(i), np.dtype(np.float64)) for i in order]
+    out, carry_X, carry_y = [], np.empty((0, ds.n_features)), np.empty(0, dtype=int)
+    for g in range(0, len(chunks), shuffle_buffer):
+        X = np.concatenate([carry_X] + [c.X for c in chunks[g:g + shuffle_buffer]])
+        y = np.concatenate([carry_y] + [c.y for c in chunks[g:g + shuffle_buffer]])
+        perm = shuffle.permutation(len(X))
+        full = len(X) // batch_size * batch_size
+        out += [(X[perm[s:s + batch_size]], y[perm[s:s + batch_size]]) for s in range(0, full, batch_size)]
+        carry_X, carry_y = X[perm[full:]], y[perm[full:]]
+    if len(carry_X):
+        out.append((carry_X, carry_y))
+    return out
+
+
+@pytest.mark.parametrize("n, chunk_rows, batch, buffer",
+                         [(103, 10, 7, 3), (40, 8, 8, 1), (5, 2, 64, 4), (64, 64, 16, 2)])
+def test_batches_follow_the_documented_order_exactly(n, chunk_rows, batch, buffer):
+    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    ds = bd.from_arrays(X, np.arange(n), chunk_rows=chunk_rows)
+    got = list(ds.batches(batch, rng=np.random.default_rng(7), shuffle_buffer=buffer, dtype=np.float64))
+    want = _reference_epoch(ds, batch, np.random.default_rng(7), buffer)
+    assert len(got) == len(want) == -(-n // batch)
+    for (gX, gy), (wX, wy) in zip(got, want):
+        np.testing.assert_array_equal(gX, wX)
+        np.testing.assert_array_equal(gy, wy)
+        assert gX.flags.c_contiguous
+    assert all(len(b[0]) == batch for b in got[:-1]) and 1 <= len(got[-1][0]) <= batch
+    # every row exactly once, each with its own label
+    ys = np.concatenate([b[1] for b in got])
+    np.testing.assert_array_equal(np.sort(ys), np.arange(n))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in got])[:, 0], ys * 2.0)
+
+
+def test_batches_are_reproducible_and_leave_rng_in_a_documented_state():
+    ds = bd.from_arrays(np.arange(200.0).reshape(100, 2), np.arange(100), chunk_rows=9)
+    r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+    a = [y for _, y in ds.batches(16, rng=r1)]
+    b = [y for _, y in ds.batches(16, rng=r2)]
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    r3 = np.random.default_rng(3)
+    r3.permutation(ds.n_chunks)
+    r3.integers(2**63)
+    assert r1.integers(1 << 30) == r3.integers(1 << 30)
+    c = [y for _, y in ds.batches(16, rng=r1)]  # the next epoch: another order
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+
+
+def test_batches_dtype_and_no_target():
+    ds = bd.from_arrays(np.ones((10, 3)), chunk_rows=3)
+    out = list(ds.batches(4, rng=np.random.default_rng(0)))
+    assert [len(X) for X, _ in out] == [4, 4, 2]
+    assert all(X.dtype == np.float32 and y is None for X, y in out)
+    with pytest.raises(ValueError, match="batch_size"):
+        ds.batches(0, rng=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="Generator"):
+        ds.batches(4, rng=np.random.RandomState(0))
+
+
+# -- batches: the thread ----------------------------------------------------------------------------
+class _Counting(bd.Dataset):
+    """A data set that counts chunk reads, sleeps in them, or fails at one."""
+
+    format = "test"
+
+    def __init__(self, n_chunks=50, rows=10, fail_at=None, delay=0.0):
+        super().__init__()
+        self.path, self.feature_names, self.target = "<test>", ["a"], "y"
+        self._n, self._rows, self.fail_at, self.delay, self.reads = n_chunks, rows, fail_at, delay, 0
+
+    @property
+    def n_chunks(self):
+        return self._n
+
+    def chunk_rows(self):
+        return np.full(self._n, self._rows)
+
+    def _read_chunk(self, i, dtype):
+        self.reads += 1
+        time.sleep(self.delay)
+        if i == self.fail_at:
+            raise bd.DataError(f"<test>: chunk {i} is bad")
+        start = i * self._rows
+        return bd.Chunk(np.full((self._rows, 1), i, dtype), np.arange(start, start + self._rows), start)
+
+    def _chunk_labels(self, i):
+        return np.arange(i * self._rows, (i + 1) * self._rows)
+
+    def shard(self, rank, world):
+        raise NotImplementedError
+
+
+def test_reading_stays_bounded_by_buffer_and_prefetch():
+    ds = _Counting(n_chunks=50, rows=10)
+    it = ds.batches(10, rng=np.random.default_rng(0), shuffle_buffer=2, prefetch=2)
+    next(it)
+    time.sleep(0.3)  # the producer runs ahead until the queue is full, then waits
+    # 2 chunks in the buffer (20 rows = 2 batches), 2 batches queued, 1 handed out: <= 2 buffers read
+    assert ds.reads <= 4
+    it.close()
+    assert _batch_threads() == []
+
+
+def test_an_error_in_the_thread_is_raised_in_the_consumer_at_its_batch():
+    ds = _Counting(n_chunks=20, rows=5, fail_at=7)
+    order = np.random.default_rng(0).permutation(20)
+    position = int(np.flatnonzero(order == 7)[0])
+    seen = 0
+    with pytest.raises(bd.DataError, match="chunk 7 is bad"):
+        for _X, _y in ds.batches(5, rng=np.random.default_rng(0), shuffle_buffer=1):
+            seen += 1
+    assert seen == position
+    assert _batch_threads() == []
+
+
+@pytest.mark.parametrize("how", ["break", "exception", "keyboard", "close", "drop"])
+def test_leaving_the_loop_stops_the_thread_promptly(how):
+    ds = _Counting(n_chunks=10_000, rows=10, delay=0.001)
+    it = ds.batches(10, rng=np.random.default_rng(0), shuffle_buffer=1, prefetch=2)
+    t0 = time.perf_counter()
+    if how == "break":
+        for _ in it:
+            break
+        del it
+    elif how in ("exception", "keyboard"):
+        exc = RuntimeError if how == "exception" else KeyboardInterrupt
+        with pytest.raises(exc):
+            for _ in it:
+                raise exc("consumer fails")
+        del it
+    elif how == "close":
+        next(it)
+        it.close()
+    else:
+        next(it)
+        del it
+    assert _batch_threads() == []
+    assert time.perf_counter() - t0 < 5.0
+    assert ds.reads < 100  # it did not read on to the end of the epoch
