@@ -77,7 +77,7 @@ class BpGpu(Peer):
         super().__init__(w, X, T, weights)
         import bp_gpu
         from bp_gpu.optim import SGD
-        from bp_gpu.train import make_batches
+        from bp_gpu.train import ArraySource
 
         self.net = bp_gpu.MLP(w.sizes, dtype="float32", backend=self.backend)
         self.net.set_weights(weights)
@@ -85,14 +85,14 @@ class BpGpu(Peer):
         eng.ensure_capacity(min(w.batch, w.samples))
         self.opt = SGD(self.net, LEARNING_RATE)
         # "device": X and T go to the engine's memory once, batches are gathered there.
-        self.batches = make_batches(eng, X, T, w.batch, "device")
+        self.source = ArraySource(eng, X, T, w.batch, "device")
 
     def train_batches(self, starts):
         from bp_gpu.train import run_epoch
 
         bs, n = self.w.batch, self.w.samples
         order = np.concatenate([np.arange(s, min(s + bs, n)) for s in starts])
-        return run_epoch(self.net, self.opt, self.batches, order, bs)
+        return run_epoch(self.net, self.opt, self.source, None, order=order)
 
     def reset(self):
         self.net.set_weights(self.weights)
@@ -100,8 +100,8 @@ class BpGpu(Peer):
     def memory_needed(self) -> int:
         """Bytes the epoch must hold: parameters, gradients, work buffers, the data, one batch."""
         e = self.net._engine
-        bufs = [e.params, e.grads, *e._Z, e._A_out, *e._delta, self.batches.X, self.batches.T,
-                self.batches.Xb, self.batches.Tb]
+        bufs = [e.params, e.grads, *e._Z, e._A_out, *e._delta, self.source.batches.X, self.source.batches.T,
+                self.source.batches.Xb, self.source.batches.Tb]
         return int(sum(b.nbytes for b in bufs))
 
 

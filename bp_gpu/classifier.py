@@ -28,7 +28,7 @@ import numpy as np
 from . import _validate as V
 from .mlp import DTYPES, MLP
 from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
-from .train import Snapshot, TrainingMonitor, TrainState, train
+from .train import ArraySource, Snapshot, TrainingMonitor, TrainState, train
 
 
 class _EstimatorBase:
@@ -614,9 +614,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             net,
             opt,
             state,
-            X_train,
-            T_train,
-            batch_size=p["batch_size"],
+            ArraySource(net._engine, X_train, T_train, p["batch_size"]),
             epochs=epochs,
             validate=validate,
             n_iter_no_change=p["n_iter_no_change"],

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -233,25 +233,44 @@ def make_batches(engine: Any, X: Any, T: Any, batch_size: int, placement: str = 
     return cls(engine.xp, X, T, min(batch_size, X.shape[0]))
 
 
+class ArraySource:
+    """Minibatches of in-memory arrays X (n, I), T (n, O) of the engine's dtype: each epoch a
+    permutation of the rows drawn from the loop's generator, cut into consecutive batches of
+    ``batch_size`` (the last one ragged). ``epoch(rng)`` yields ``(Xb, Tb)`` on the engine's device."""
+
+    def __init__(self, engine: Any, X: Any, T: Any, batch_size: int, placement: str = "auto") -> None:
+        self.n_rows = int(X.shape[0])
+        self.batch_size = min(batch_size, self.n_rows)
+        self.batches = make_batches(engine, X, T, self.batch_size, placement)
+
+    def epoch(self, rng: np.random.Generator, order: np.ndarray | None = None) -> Iterator[tuple[Any, Any]]:
+        """One epoch's batches; ``order`` replaces the shuffle (the benchmark's fixed order)."""
+        order = rng.permutation(self.n_rows) if order is None else order
+        n, bs = len(order), self.batch_size
+        self.batches.start_epoch(order)
+        for start in range(0, n, bs):
+            yield self.batches.batch(start, min(start + bs, n))
+
+
 def run_epoch(
     net: Any,
     optimizer: Any,
-    batches: Any,
-    order: np.ndarray,
-    batch_size: int,
+    source: Any,
+    rng: np.random.Generator,
     on_batch: Callable[[int], None] | None = None,
+    order: np.ndarray | None = None,
 ) -> float:
-    """One pass over ``order`` in batches of the network's training step; returns the mean training
-    loss (the epoch's one sync: the step's output kernel sums the batch losses on the device)."""
-    n = len(order)
+    """One epoch of ``source``'s batches through the network's training step; returns the mean
+    training loss (the epoch's one sync: the step's output kernel sums the batch losses on the
+    device)."""
     engine = net._engine
-    batches.start_epoch(order)
     engine.loss_buf[1:2] = 0
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        B = stop - start
-        Xb, Tb = batches.batch(start, stop)
+    n = 0
+    epoch = source.epoch(rng) if order is None else source.epoch(rng, order)
+    for Xb, Tb in epoch:
+        B = Xb.shape[0]
         net._step(Xb, Tb, optimizer, 1.0 / B)
+        n += B
         if on_batch is not None:
             on_batch(B)
     return float(engine.loss_buf[1]) / n
@@ -290,12 +309,9 @@ def train(
     net: Any,
     optimizer: Any,
     state: TrainState,
-    X: Any,
-    T: Any,
+    source: Any,
     *,
-    batch_size: int,
     epochs: int,
-    placement: str = "auto",
     validate: Callable[[], float] | None = None,
     n_iter_no_change: int = 10,
     tol: float = 1e-4,
@@ -303,7 +319,8 @@ def train(
     make_view: Callable[[], Any] | None = None,
     verbose: bool = False,
 ) -> bool:
-    """Train for ``epochs`` epochs (fewer when ``validate`` is given and stops improving).
+    """Train on the batches of ``source`` (``ArraySource`` or any object with ``n_rows`` and
+    ``epoch(rng)``) for ``epochs`` epochs (fewer when ``validate`` is given and stops improving).
 
     ``validate()`` returns a score (higher is better) of the current parameters: with it, training
     stops once the score has not improved by ``tol`` for ``n_iter_no_change`` epochs, and the
@@ -312,10 +329,7 @@ def train(
     ``TrainingDivergedError`` on a NaN/inf loss, leaving the state mid-training for the caller to
     discard or roll back.
     """
-    n = X.shape[0]
     engine = net._engine
-    batch_size = min(batch_size, n)
-    batches = make_batches(engine, X, T, batch_size, placement)
     snaps = [Snapshot(engine, optimizer), Snapshot(engine, optimizer)]
     snaps[0].capture(state)
     good = 0
@@ -328,8 +342,7 @@ def train(
     try:
         for _ in range(epochs):
             t0 = time.perf_counter()
-            order = state.rng.permutation(n)
-            loss = run_epoch(net, optimizer, batches, order, batch_size, on_batch)
+            loss = run_epoch(net, optimizer, source, state.rng, on_batch)
             epoch = state.n_iter + 1
             if not np.isfinite(loss):
                 raise TrainingDivergedError(
@@ -365,7 +378,7 @@ def train(
                         loss,
                         score,
                         time.perf_counter() - t0,
-                        n,
+                        source.n_rows,
                         make_view or (lambda: None),
                     )
                 )

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 import bp_gpu  # noqa: E402
 from bp_gpu import MLPClassifier  # noqa: E402
 from bp_gpu.optim import Adam  # noqa: E402
-from bp_gpu.train import TrainingDivergedError, TrainState, train  # noqa: E402
+from bp_gpu.train import ArraySource, TrainingDivergedError, TrainState, train  # noqa: E402
 
 
 def _split(loader):
@@ -349,7 +349,7 @@ def test_streamed_batches_equal_device_resident(rng):
         net = bp_gpu.MLP((4, 3, 1), dtype="float64", backend="cpu", seed=1)
         opt = Adam(net, 0.01)
         state = TrainState(rng=np.random.default_rng(2))
-        train(net, opt, state, X, T, batch_size=7, epochs=3, placement=placement)
+        train(net, opt, state, ArraySource(net._engine, X, T, 7, placement), epochs=3)
         out.append((net._engine.params.copy(), state.loss_curve))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     assert out[0][1] == out[1][1]

@@ -151,7 +151,7 @@ def test_training_placements_match_cpu(cp, placement, rng):
     buffers and copied with ``ndarray.set(stream=)`` behind events; the device loss accumulator;
     snapshots. Same shuffles and weights as the CPU backend, so float64 agrees to rounding."""
     from bp_gpu.optim import Adam
-    from bp_gpu.train import ResidentBatches, StreamedBatches, TrainState, make_batches, train
+    from bp_gpu.train import ArraySource, ResidentBatches, StreamedBatches, TrainState, make_batches, train
 
     X = rng.standard_normal((1001, 7))  # batches of 96: a ragged last one
     T = (rng.random((1001, 2)) < 0.5).astype(float)
@@ -163,7 +163,7 @@ def test_training_placements_match_cpu(cp, placement, rng):
         if backend == "cuda":
             want = StreamedBatches if placement == "stream" else ResidentBatches
             assert type(make_batches(net._engine, X, T, 96, placement)) is want
-        interrupted = train(net, opt, state, X, T, batch_size=96, epochs=3, placement=where)
+        interrupted = train(net, opt, state, ArraySource(net._engine, X, T, 96, where), epochs=3)
         assert not interrupted
         runs.append((net.get_weights(), state.loss_curve, opt.state_arrays()))
     (w_gpu, curve_gpu, mv_gpu), (w_cpu, curve_cpu, mv_cpu) = runs[1], runs[0]
