@@ -17,7 +17,6 @@ KERNELS = {
     "output_loss_delta_kernel",
     "output_loss_delta_finish_kernel",
     "sigmoid_delta_backward_kernel",
-    "column_sum_kernel",
     "optimizer_update_kernel",
 }
 
