@@ -19,7 +19,13 @@ import numpy as np
 from .backends import simulator_enabled
 
 DTYPES = ("float32", "float64")
-KERNEL_MODULES = ("bias_sigmoid_forward", "output_loss_delta", "sigmoid_delta_backward", "optimizer_update")
+KERNEL_MODULES = (
+    "bias_sigmoid_forward",
+    "output_loss_delta",
+    "sigmoid_delta_backward",
+    "outer_sigmoid_delta_backward",
+    "optimizer_update",
+)
 
 _USED = re.compile(
     r"used (\d+) registers.*?(\d+) stack, (\d+) bytes smem.*?(\d+) bytes lmem"

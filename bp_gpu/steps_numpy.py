@@ -1,8 +1,10 @@
 """The fused steps of a training step, in NumPy: the reference every kernel is tested against.
 
-The buffered engine (``bp_gpu.engine``) runs a training step as GEMMs plus these four steps. A
-backend is a set of these four functions with the same signatures and in-place semantics: this
-module (the CPU backend), the Numba CUDA launchers in ``bp_gpu.kernels`` (the CUDA backend).
+The buffered engine (``bp_gpu.engine``) runs a training step as GEMMs plus these steps. A backend
+is a set of these functions with the same signatures and in-place semantics: this module, the
+Numba CPU steps (``bp_gpu.cpu_steps``), the Numba CUDA launchers in ``bp_gpu.kernels``.
+``outer_sigmoid_delta_backward`` is optional for a backend (the engine falls back to a multiply and
+``sigmoid_delta_backward``, this module's definition of it).
 
 Shapes: ``B`` batch rows, ``O`` units of the layer, ``P`` parameters in the flat buffer.
 All arrays are C-contiguous; the functions write their outputs in place and return nothing, so
@@ -65,6 +67,14 @@ def sigmoid_delta_backward(G: np.ndarray, Z: np.ndarray, db: np.ndarray) -> None
     G *= Z
     G *= 1 - Z
     G.sum(axis=0, out=db)
+
+
+def outer_sigmoid_delta_backward(D: np.ndarray, W: np.ndarray, Z: np.ndarray, G: np.ndarray, db: np.ndarray) -> None:
+    """G <- (D W) * Z * (1 - Z); db <- column sums of G: the backward step below a layer of one unit,
+    where the notes' sum_j delta_j w_ji is the outer product of the delta D (B, 1) and the weights
+    W (1, O).  Z, G (B, O); db (O,). The product, then ``sigmoid_delta_backward``."""
+    np.multiply(D, W, out=G)
+    sigmoid_delta_backward(G, Z, db)
 
 
 def optimizer_update(

@@ -17,6 +17,7 @@ KERNELS = {
     "output_loss_delta_kernel",
     "output_loss_delta_finish_kernel",
     "sigmoid_delta_backward_kernel",
+    "outer_sigmoid_delta_backward_kernel",
     "optimizer_update_kernel",
 }
 

@@ -102,3 +102,34 @@ def test_engine_optimizer_step_matches_cpu(rng):
     for (W1, b1), (W0, b0) in zip(gpu.get_weights(), cpu.get_weights()):
         np.testing.assert_allclose(W1, W0, rtol=1e-9, atol=1e-13)
         np.testing.assert_allclose(b1, b0, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.sim
+def test_engine_runs_the_fused_outer_step_below_a_single_unit_layer():
+    gpu, _ = _pair([7, 5, 1])
+    from bp_gpu.cuda_host import CudaSteps
+
+    assert gpu._engine._outer_backward == CudaSteps.outer_sigmoid_delta_backward
+
+
+@pytest.mark.sim
+def test_bind_prepares_a_launch_of_each_step(rng):
+    from bp_gpu import steps_numpy as ref
+    from bp_gpu.cuda_host import CUDA_STEPS
+
+    D, W, Z = rng.standard_normal((33, 1)), rng.standard_normal((1, 5)), rng.random((33, 5))
+    G, db, G0, db0 = np.empty((33, 5)), np.empty(5), np.empty((33, 5)), np.empty(5)
+    launch = CUDA_STEPS.bind("outer_sigmoid_delta_backward", D, W, Z, G, db)
+    launch()
+    ref.outer_sigmoid_delta_backward(D, W, Z, G0, db0)
+    np.testing.assert_allclose(G, G0, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, db0, rtol=1e-12, atol=1e-15)
+    # A step whose module has no prepare_<name> is bound to its eager launcher.
+    p, g = rng.standard_normal(7), rng.standard_normal(7)
+    want = p.copy()
+    step = CUDA_STEPS.bind("optimizer_update", 0, p, g, None, None, 4, 0.5, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
+    step()
+    ref.optimizer_update(0, want, g, None, None, 4, 0.5, 0, 0, 0.9, 0.999, 1e-8, 1, 1)
+    np.testing.assert_allclose(p, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="CudaSteps.bind: no step named 'sigmoid'"):
+        CUDA_STEPS.bind("sigmoid", G, Z)
