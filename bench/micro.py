@@ -91,7 +91,7 @@ def step_cases(B: int, O: int, P: int, rng: np.random.Generator) -> list[tuple[s
     return [
         ("bias_sigmoid_forward", 2 * B * O * f4, lambda: [A.copy()], fwd(C), fwd(S)),
         ("sigmoid_delta_backward", 3 * B * O * f4, lambda: [A.copy(), np.empty(O, np.float32)], bwd(C), bwd(S)),
-        ("output_loss_delta", 3 * B * f4, lambda: [np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(1)],
+        ("output_loss_delta", 3 * B * f4, lambda: [np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(2)],
          out(C), out(S)),
         ("optimizer_update (sgd)", 3 * P * f4, lambda: [p.copy()], opt(C), opt(S)),
     ]

@@ -86,14 +86,13 @@ class BpGpu(Peer):
         self.opt = Optimizer(eng, "sgd", LEARNING_RATE)
         # "device": X and T go to the engine's memory once, batches are gathered there.
         self.batches = make_batches(eng, X, T, w.batch, "device")
-        self.acc = eng.xp.zeros(2, dtype=np.float64)  # see run_epoch
 
     def train_batches(self, starts):
         from bp_gpu.train import run_epoch
 
         bs, n = self.w.batch, self.w.samples
         order = np.concatenate([np.arange(s, min(s + bs, n)) for s in starts])
-        return run_epoch(self.net._engine, self.opt, self.batches, order, 1, bs, self.acc)
+        return run_epoch(self.net._engine, self.opt, self.batches, order, 1, bs)
 
     def reset(self):
         self.net.set_weights(self.weights)

@@ -75,7 +75,8 @@ class Engine:
         self.grads = xp.zeros(self.n_params, dtype=self.dtype)  # (P,)
         self.layers = self._views(self.params)
         self.grad_layers = self._views(self.grads)
-        self.loss_buf = xp.zeros(1, dtype=np.float64)  # written by output_loss_delta
+        # (2,) float64, written by output_loss_delta: [0] = scale * sum L of the last step, [1] += sum L
+        self.loss_buf = xp.zeros(2, dtype=np.float64)
         self.capacity = 0
         self._plans: dict[int, _Plan] = {}
         self._outer_backward = getattr(steps, "outer_sigmoid_delta_backward", None)
@@ -162,7 +163,8 @@ class Engine:
 
     def loss_and_grad(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
         """Forward, output step, backward: fills ``grads`` with d(scale * sum L)/d params and
-        returns the device buffer (1,) float64 holding scale * sum L.  X (B, N_0), T (B, N_L)."""
+        returns ``loss_buf``, (2,) float64 on the device: [0] = scale * sum L, [1] += sum L.
+        X (B, N_0), T (B, N_L)."""
         B = X.shape[0]
         if B > self.capacity:
             self.ensure_capacity(B)
@@ -185,7 +187,7 @@ class Engine:
         return self.loss_buf
 
     def loss(self, X: Any, T: Any, positive_class: int, scale: float) -> Any:
-        """scale * sum L as a device buffer (1,) float64, without touching ``grads``."""
+        """``loss_buf`` ([0] = scale * sum L, and [1] += sum L), without touching ``grads``."""
         B = X.shape[0]
         self.ensure_capacity(B)
         plan = self._plan(B)

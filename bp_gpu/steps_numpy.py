@@ -47,15 +47,20 @@ def output_loss_delta(
 ) -> None:
     """The output layer in one pass, from the GEMM output A = z_{L-1} W^T (before the bias).
 
-    With a = A + b and s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes):
-    D <- scale * (sigma(a) - s);  db <- column sums of D;  loss[0] <- scale * sum(softplus(a) - s a).
-    A, T, D (B, O); b, db (O,); loss (1,) float64. A is left as it was.
+    With a = A + b, s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes) and
+    S = sum over rows and outputs of (softplus(a) - s a), unscaled:
+    D <- scale * (sigma(a) - s);  db <- column sums of D;  loss[0] <- scale * S;  loss[1] += S.
+    ``loss[1]`` is a running sum (a training loop zeroes it once per epoch and reads it once per
+    epoch: the sum over batches of B * mean batch loss, with no separate multiply and add per batch).
+    A, T, D (B, O); b, db (O,); loss (2,) float64. A is left as it was.
     """
     a = A + b
     s = T if positive_class == 1 else 1 - T
     softplus = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
     # No float(): with CuPy arrays (the bench's plain-CuPy peer) that would wait on the device.
-    loss[0] = scale * (softplus - s * a).sum(dtype=np.float64)
+    S = (softplus - s * a).sum(dtype=np.float64)
+    loss[0] = scale * S
+    loss[1] += S
     _sigmoid_inplace(a)
     np.multiply(a - s, scale, out=D, casting="same_kind")
     D.sum(axis=0, out=db)

@@ -226,30 +226,25 @@ def run_epoch(
     order: np.ndarray,
     positive_class: int,
     batch_size: int,
-    acc: Any,
     on_batch: Callable[[int], None] | None = None,
 ) -> float:
     """One pass over ``order`` in batches; returns the mean training loss (the epoch's one sync).
 
-    ``acc`` (2,) float64 on the device: ``acc[0]`` accumulates the sum over batches of
-    B * (mean batch loss), ``acc[1]`` holds each term, so the step allocates nothing.
+    The output step adds each batch's summed loss, B * (mean batch loss), into
+    ``engine.loss_buf[1]`` on the device, so the step allocates and launches nothing for it.
     """
     n = len(order)
     batches.start_epoch(order)
-    acc[...] = 0
-    total, term = acc[0:1], acc[1:2]
-    multiply = engine.xp.multiply
+    engine.loss_buf[1] = 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         B = stop - start
         Xb, Tb = batches.batch(start, stop)
-        loss = engine.loss_and_grad(Xb, Tb, positive_class, 1.0 / B)
-        multiply(loss, B, out=term)
-        total += term
+        engine.loss_and_grad(Xb, Tb, positive_class, 1.0 / B)
         optimizer.step()
         if on_batch is not None:
             on_batch(B)
-    return float(acc[0]) / n
+    return float(engine.loss_buf[1]) / n
 
 
 class Snapshot:
@@ -313,7 +308,6 @@ def train(
     n = X.shape[0]
     batch_size = min(batch_size, n)
     batches = make_batches(engine, X, T, batch_size, placement)
-    acc = engine.xp.zeros(2, dtype=np.float64)
     snaps = [Snapshot(engine, optimizer), Snapshot(engine, optimizer)]
     snaps[0].capture(state)
     good = 0
@@ -328,7 +322,7 @@ def train(
             t0 = time.perf_counter()
             order = state.rng.permutation(n)
             loss = run_epoch(
-                engine, optimizer, batches, order, positive_class, batch_size, acc, on_batch
+                engine, optimizer, batches, order, positive_class, batch_size, on_batch
             )
             epoch = state.n_iter + 1
             if not np.isfinite(loss):

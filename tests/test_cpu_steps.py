@@ -15,6 +15,7 @@ SHAPES = [(1, 1), (7, 33), (257, 129), (1024, 17)]
 DTYPES = [np.float32, np.float64]
 # (rtol, atol) per dtype: values are O(1) probabilities, deltas and their sums over <= 1024 rows.
 TOL = {np.float32: (2e-6, 2e-6), np.float64: (1e-13, 1e-14)}
+RUNNING = 0.625  # loss[1] before an output step, which adds the step's unscaled loss sum to it
 
 
 def _close(actual, expected, dtype, scale=1.0):
@@ -70,7 +71,7 @@ def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
     T = (rng.random(shape) < 0.5).astype(dtype)
     outs = []
     for steps in (C, S):
-        D, db, loss = np.full(shape, 7, dtype), np.full(O, 7, dtype), np.zeros(1)
+        D, db, loss = np.full(shape, 7, dtype), np.full(O, 7, dtype), np.array([7.0, RUNNING])
         A_in = A.copy()
         steps.output_loss_delta(A_in, b, T, positive_class, 1.0 / B, D, db, loss)
         np.testing.assert_array_equal(A_in, A)  # A is left as it was
@@ -79,6 +80,7 @@ def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
     _close(D, D_s, dtype)
     _close(db, db_s, dtype)
     np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+    np.testing.assert_allclose(loss[0], (loss[1] - RUNNING) / B, rtol=1e-12)  # [0] = scale S, [1] += S
 
 
 # One output unit: the float32 step runs 16 rows per vector lane, then a scalar tail; B covers no
@@ -96,13 +98,14 @@ def test_output_loss_delta_one_unit_matches_spec(rng, dtype, B, positive_class, 
     outs = []
     for steps in (C, S):
         D = np.full((B, 1), 7, dtype) if contiguous else np.full((B, 3), 7, dtype)[:, 1:2]
-        db, loss = np.full(1, 7, dtype), np.zeros(1)
+        db, loss = np.full(1, 7, dtype), np.array([7.0, RUNNING])
         steps.output_loss_delta(A, b, T, positive_class, 1.0 / B, D, db, loss)
         outs.append((D, db, loss))
     (D, db, loss), (D_s, db_s, loss_s) = outs
     _close(D, D_s, dtype)
     _close(db, db_s, dtype)
     np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+    np.testing.assert_allclose(loss[0], (loss[1] - RUNNING) / B, rtol=1e-12)  # [0] = scale S, [1] += S
 
 
 def test_output_loss_delta_float32_loss_accuracy():
@@ -111,7 +114,7 @@ def test_output_loss_delta_float32_loss_accuracy():
     a = np.concatenate([np.linspace(-100, 100, 20_001), [-1e-6, 1e-6, 0.0]]).astype(np.float32)
     B = a.size
     A, T = a[:, None].copy(), np.zeros((B, 1), np.float32)
-    D, db, loss = np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(1)
+    D, db, loss = np.empty((B, 1), np.float32), np.empty(1, np.float32), np.zeros(2)
     for r in range(0, B, 97):  # one row at a time: the term itself, not an average of errors
         C.output_loss_delta(A[r : r + 1], np.zeros(1, np.float32), T[r : r + 1], 1, 1.0,
                             D[r : r + 1], db, loss)
@@ -128,20 +131,26 @@ def test_output_loss_delta_float32_loss_accuracy():
 
 def test_output_loss_delta_propagates_nan():
     A = np.array([[np.nan], [1.0]], dtype=np.float32)
-    D, db, loss = np.zeros((2, 1), np.float32), np.zeros(1, np.float32), np.zeros(1)
+    D, db, loss = np.zeros((2, 1), np.float32), np.zeros(1, np.float32), np.zeros(2)
     C.output_loss_delta(A, np.zeros(1, np.float32), np.ones((2, 1), np.float32), 1, 0.5, D, db, loss)
-    assert np.isnan(D[0, 0]) and np.isfinite(D[1, 0]) and np.isnan(loss[0]) and np.isnan(db[0])
+    assert np.isnan(D[0, 0]) and np.isfinite(D[1, 0]) and np.isnan(loss).all() and np.isnan(db[0])
+
+
+def test_output_loss_delta_rejects_a_loss_buffer_without_the_running_sum():
+    A = np.zeros((3, 1))
+    with pytest.raises(ValueError, match=r"output_loss_delta: loss must be a \(2,\) float64 array"):
+        C.output_loss_delta(A, np.zeros(1), A, 1, 1.0, np.zeros((3, 1)), np.zeros(1), np.zeros(1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_output_loss_delta_extreme_logits(dtype):
     A = np.array([[-1e4], [1e4], [-1e4], [1e4]], dtype=dtype)
     T = np.array([[0], [1], [1], [0]], dtype=dtype)  # two right with certainty, two wrong
-    D, db, loss = np.zeros((4, 1), dtype), np.zeros(1, dtype), np.zeros(1)
+    D, db, loss = np.zeros((4, 1), dtype), np.zeros(1, dtype), np.zeros(2)
     C.output_loss_delta(A, np.zeros(1, dtype), T, 1, 1.0, D, db, loss)
     assert np.all(np.isfinite(D)) and np.isfinite(loss[0])
     np.testing.assert_array_equal(D[:, 0], np.array([0, 0, -1, 1], dtype=dtype))
-    np.testing.assert_allclose(loss[0], 2e4, rtol=1e-12)  # softplus(1e4) = 1e4, twice
+    np.testing.assert_allclose(loss, [2e4, 2e4], rtol=1e-12)  # softplus(1e4) = 1e4, twice
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

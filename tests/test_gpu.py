@@ -54,9 +54,9 @@ def test_fused_steps_match_reference(cp, shape, dtype, rng):
     K.bias_sigmoid_forward(got, cp.asarray(b))
     np.testing.assert_allclose(got.get(), want, **TOL[dtype])
 
-    D0, db0, l0 = np.empty_like(A), np.empty(shape[1], dtype), np.zeros(1)
+    D0, db0, l0 = np.empty_like(A), np.empty(shape[1], dtype), np.zeros(2)
     ref.output_loss_delta(A, b, T, 0, scale, D0, db0, l0)
-    D1, db1, l1 = cp.empty(shape, dtype), cp.empty(shape[1], dtype), cp.zeros(1)
+    D1, db1, l1 = cp.empty(shape, dtype), cp.empty(shape[1], dtype), cp.zeros(2)
     K.output_loss_delta(cp.asarray(A), cp.asarray(b), cp.asarray(T), 0, scale, D1, db1, l1)
     np.testing.assert_allclose(D1.get(), D0, **TOL[dtype])
     _assert_column_sums(db1.get(), D1.get(), dtype)

@@ -15,7 +15,6 @@ TARGETS = [(8, 0), (9, 0)]
 KERNELS = {
     "bias_sigmoid_forward_kernel",
     "output_loss_delta_kernel",
-    "output_loss_delta_finish_kernel",
     "sigmoid_delta_backward_kernel",
     "outer_sigmoid_delta_backward_kernel",
     "optimizer_update_kernel",
