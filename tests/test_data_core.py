@@ -305,3 +305,76 @@ def test_leaving_the_loop_stops_the_thread_promptly(how):
     assert _batch_threads() == []
     assert time.perf_counter() - t0 < 5.0
     assert ds.reads < 100  # it did not read on to the end of the epoch
+
+
+# -- the batch reader the training loop uses --------------------------------------------------------
+def test_reader_with_reused_slots_encode_and_transform_gives_the_documented_batches():
+    """reuse=True (views into a ring of slots), encode (labels -> targets, per chunk) and transform
+    (in place, per chunk) change where the rows live, not the order: the same batches as
+    ``batches()`` with the labels encoded and the features transformed."""
+    from bp_gpu.data.batches import BatchReader
+
+    n = 103
+    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    ds = bd.from_arrays(X, np.arange(n) % 3, chunk_rows=10)
+    reader = BatchReader(ds, 7, shuffle_buffer=3, dtype=np.float64, prefetch=2, reuse=True,
+                         encode=lambda y: np.eye(3)[y], transform=lambda A: np.multiply(A, 2.0, out=A))
+    for epoch in range(2):  # the buffers are reused from epoch to epoch
+        want = list(ds.batches(7, rng=np.random.default_rng(epoch), shuffle_buffer=3, dtype=np.float64))
+        got = [(Xb.copy(), Tb.copy()) for Xb, Tb in reader.epoch(np.random.default_rng(epoch))]
+        assert len(got) == len(want)
+        for (gX, gT), (wX, wy) in zip(got, want):
+            np.testing.assert_array_equal(gX, 2 * wX)
+            np.testing.assert_array_equal(gT, np.eye(3)[wy])
+
+
+def test_reused_slots_are_views_into_a_ring_of_prefetch_plus_two():
+    from bp_gpu.data.batches import BatchReader
+
+    ds = bd.from_arrays(np.arange(100.0).reshape(50, 2), np.arange(50), chunk_rows=5)
+    reader = BatchReader(ds, 4, prefetch=2, reuse=True)
+    bases = {X.__array_interface__["data"][0] for X, _ in reader.epoch(np.random.default_rng(0))}
+    assert len(bases) == 4  # prefetch + 2 slots, nothing allocated per batch
+    fresh = BatchReader(ds, 4, prefetch=2)
+    assert len({X.__array_interface__["data"][0] for X, _ in
+                [(X.copy(), y) for X, y in fresh.epoch(np.random.default_rng(0))]}) > 4
+
+
+def test_a_new_epoch_closes_the_previous_one():
+    from bp_gpu.data.batches import BatchReader
+
+    ds = _Counting(n_chunks=1000, rows=10, delay=0.001)
+    reader = BatchReader(ds, 10, reuse=True)
+    first = reader.epoch(np.random.default_rng(0))
+    next(first)
+    second = reader.epoch(np.random.default_rng(1))
+    with pytest.raises(StopIteration):
+        next(first)
+    next(second)
+    second.close()
+    assert _batch_threads() == []
+
+
+def test_select_chunks_views_chunks_in_the_given_order():
+    X = np.arange(40.0).reshape(20, 2)
+    ds = bd.from_arrays(X, np.arange(20), chunk_rows=6)  # chunks of 6, 6, 6, 2 rows
+    sub = ds.select_chunks([3, 1])
+    assert (sub.n_chunks, sub.n_rows, sub.target) == (2, 8, "y")
+    Xs, ys = sub.read_all()
+    np.testing.assert_array_equal(ys, [18, 19, 6, 7, 8, 9, 10, 11])
+    np.testing.assert_array_equal(Xs, X[ys])
+    np.testing.assert_array_equal(sub.labels(), [6, 7, 8, 9, 10, 11, 18, 19])
+    assert [c.start for c in sub.iter_chunks()] == [18, 6]  # rows keep their numbers (in errors too)
+    assert sub.shard(1, 2).read_all()[1].tolist() == [6, 7, 8, 9, 10, 11]
+    with pytest.raises(ValueError, match="outside"):
+        ds.select_chunks([4])
+
+
+def test_moments_in_a_model_dtype_report_a_value_too_large_for_it():
+    X = np.ones((10, 2))
+    X[7, 1] = 1e39
+    ds = bd.from_arrays(X)
+    assert np.isfinite(ds.stats()[0]).all()
+    with pytest.raises(bd.DataError, match=r"X\[7, 1\]: 1e\+39 does not fit in float32; use dtype='float64' or "
+                                           "scale your features"):
+        ds.stats(np.float32)

@@ -125,3 +125,22 @@ def test_a_pass_over_a_memory_mapped_npy_does_not_keep_it_resident(tmp_path):
     for _ in ds.iter_chunks():
         pass
     assert _rss_mb() - before < 16  # the mapped pages were released chunk by chunk
+
+
+def test_garbage_files_are_named_for_what_they_are_not(tmp_path):
+    """np.load takes a file without the NumPy magic for a pickle ("pickled (object) data"): the
+    readers check the magic first and say what the file is not."""
+    (tmp_path / "g.npy").write_text("not numbers at all\n")
+    with pytest.raises(bd.DataError, match=r"g\.npy: not a \.npy file: it is not in the \.npy format"):
+        bd.open(tmp_path / "g.npy")
+    np.savez(tmp_path / "z.npz", X=np.ones((2, 2)))
+    (tmp_path / "z.npz").rename(tmp_path / "z.npy")
+    with pytest.raises(bd.DataError, match=r"z\.npy: not a \.npy file: it is a zip archive \(a \.npz\?"):
+        bd.open(tmp_path / "z.npy")
+    (tmp_path / "g.npz").write_text("not a zip\n")
+    with pytest.raises(bd.DataError, match=r"g\.npz: not a \.npz file: it is not a zip archive"):
+        bd.open(tmp_path / "g.npz")
+    np.save(tmp_path / "a.npy", np.ones((2, 2)))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(bd.DataError, match=r"a\.npz: not a \.npz file: it is a single \.npy array"):
+        bd.open(tmp_path / "a.npz")

@@ -130,8 +130,13 @@ def test_schema_problems_are_refused_when_opened(tmp_path):
     with pytest.raises(bd.DataError, match="it has no column 'flag'"):
         bd.open(d, target="label")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(bd.DataError, match="holds no data files"):
+    with pytest.raises(bd.DataError, match="a directory is read as a Parquet data set, but it holds no data files"):
         bd.open(tmp_path / "empty")
+    (tmp_path / "csvs").mkdir()
+    (tmp_path / "csvs" / "a.csv").write_text("x,label\n1,2\n")
+    with pytest.raises(bd.DataError, match=r"csvs: a directory is read as a Parquet data set, but .*a\.csv in it is "
+                                           "not a readable Parquet file"):
+        bd.open(tmp_path / "csvs")
 
 
 def test_truncated_and_corrupt_parquet(tmp_path):

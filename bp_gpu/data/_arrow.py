@@ -58,14 +58,18 @@ def first_null(col: Any) -> int | None:
 
 
 def features(
-    columns: list[Any], n: int, dtype: np.dtype, where: Callable[[int, int], str]
+    columns: list[Any], n: int, dtype: np.dtype, where: Callable[[int, int], str], out: np.ndarray | None = None
 ) -> np.ndarray:
-    """The numeric Arrow columns as one (n, d) C-contiguous array of ``dtype``, validated: a null or
-    non-finite value raises ``DataError`` at ``where(row in chunk, feature k)``."""
+    """The numeric Arrow columns as one (n, d) C-contiguous array of ``dtype`` (written into ``out``
+    when given), validated: a null or non-finite value raises ``DataError`` at ``where(row in
+    chunk, feature k)``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    X = np.empty((n, len(columns)), dtype)
+    X = np.empty((n, len(columns)), dtype) if out is None else out
+    if X.shape != (n, len(columns)):
+        raise DataError(f"{where(0, 0)}: the chunk has {n} rows but the file's metadata gave {X.shape[0]}; did the "
+                        "file change while it was read?")
     for k, col in enumerate(columns):
         i = first_null(col)
         if i is not None:

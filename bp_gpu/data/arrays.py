@@ -71,10 +71,19 @@ class ArrayDataset(Dataset):
         self._where, self._chunk_rows = where, chunk_rows
         self._lo, self._hi = lo, source.shape[0] if hi is None else hi
         self._mapping = mapping
+        # Consecutive feature columns (all but a first or last target column, the usual layout)
+        # are read as a slice of the rows, not gathered column by column.
+        cols = self._columns
+        self._span = (cols[0], cols[-1] + 1) if cols and cols == list(range(cols[0], cols[-1] + 1)) else None
 
     @property
     def n_chunks(self) -> int:
         return -(-(self._hi - self._lo) // self._chunk_rows)
+
+    @property
+    def label_columns(self) -> int | None:
+        y = self._y
+        return int(y.shape[1]) if y is not None and y.ndim == 2 and y.shape[1] > 1 else None
 
     def chunk_rows(self) -> np.ndarray:
         rows = np.full(self.n_chunks, self._chunk_rows, dtype=np.int64)
@@ -88,10 +97,15 @@ class ArrayDataset(Dataset):
 
     def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
         a, b = self._bounds(i)
-        src = self._source[a:b]
-        if self._columns is not None:
+        return self._read_into(i, np.empty((b - a, self.n_features), dtype))
+
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
+        a, b = self._bounds(i)
+        src, X = self._source[a:b], out
+        if self._span is not None:
+            src = src[:, self._span[0]:self._span[1]]  # a view: the conversion below is the only copy
+        elif self._columns is not None:
             src = src[:, self._columns]
-        X = np.empty((b - a, self.n_features), dtype)
         with np.errstate(over="ignore"):  # a value too large for float32 is reported by check_finite
             X[...] = src
         check_finite(X, lambda r, k: (self._where(a + r, k), float(src[r, k])))

@@ -86,15 +86,22 @@ class ArrowDataset(Dataset):
     def n_chunks(self) -> int:
         return self._hi - self._lo
 
+    @property
+    def named_columns(self) -> bool:
+        return True
+
     def chunk_rows(self) -> np.ndarray:
         return self._src.rows[self._lo:self._hi].copy()
 
     def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
+        return self._read_into(i, np.empty((int(self._src.rows[self._lo + i]), self.n_features), dtype))
+
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
         b = self._lo + i
         batch = self._src.batch(b)
         names = self.feature_names
-        X = _arrow.features([batch.column(n) for n in names], batch.num_rows, dtype,
-                            lambda r, k: self._src.where(b, r, names[k]))
+        X = _arrow.features([batch.column(n) for n in names], batch.num_rows, out.dtype,
+                            lambda r, k: self._src.where(b, r, names[k]), out)
         y = None if self.target is None else self._labels(b, batch.column(self.target))
         self._src.release()
         return Chunk(X, y, int(self._src.starts[b]))

@@ -396,11 +396,19 @@ class CsvDataset(Dataset):
     def n_chunks(self) -> int:
         return self._hi - self._lo
 
+    @property
+    def named_columns(self) -> bool:
+        return self._f.header is not False
+
     def chunk_rows(self) -> np.ndarray:
         self._f.first_pass()
         return self._f.rows[self._lo:self._hi].copy()
 
     def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
+        self._f.first_pass()
+        return self._read_into(i, np.empty((int(self._f.rows[self._lo + i]), self.n_features), dtype))
+
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
         f, s = self._f, self._lo + i
         f.first_pass()
         names = self.feature_names
@@ -410,8 +418,8 @@ class CsvDataset(Dataset):
             types[self.target] = f.pa.string()
             columns.append(self.target)
         table = f.parse(s, columns, types)
-        X = _arrow.features([table.column(n) for n in names], table.num_rows, dtype,
-                            lambda j, k: f"{self.path}: line {f.line_of(s, j)}, column {names[k]!r}")
+        X = _arrow.features([table.column(n) for n in names], table.num_rows, out.dtype,
+                            lambda j, k: f"{self.path}: line {f.line_of(s, j)}, column {names[k]!r}", out)
         y = None
         if self.target is not None:
             y = f.convert_labels(f.label_text(s, table.column(self.target)))

@@ -52,7 +52,7 @@ def describe_bad_value(value: float, dtype: np.dtype) -> str:
         return "NaN; features must be finite numbers"
     if np.isinf(value):
         return f"{value}; features must be finite numbers"
-    return f"{value!r} does not fit in {np.dtype(dtype).name} (it overflows to inf)"
+    return f"{value!r} does not fit in {np.dtype(dtype).name}; use dtype='float64' or scale your features"
 
 
 def check_finite(X: np.ndarray, locate: Callable[[int, int], tuple[str, float]]) -> None:
@@ -102,6 +102,14 @@ class Dataset(abc.ABC):
     def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
         """Chunk ``i`` of this view, read and validated."""
 
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
+        """Chunk ``i`` with its features written into ``out`` (its rows x ``n_features``, C-contiguous,
+        float32 or float64: a slice of the batch reader's buffer), so the batch path copies a chunk
+        once. The built-in formats convert straight into ``out``; this default reads, then copies."""
+        c = self._read_chunk(i, out.dtype)
+        out[...] = c.X
+        return Chunk(out, c.y, c.start)
+
     @abc.abstractmethod
     def _chunk_labels(self, i: int) -> np.ndarray:
         """The labels of chunk ``i``, validated (no missing label), reading as little as the format
@@ -126,6 +134,23 @@ class Dataset(abc.ABC):
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def named_columns(self) -> bool:
+        """Whether ``feature_names`` are names the file gives (Parquet, Arrow, CSV with a header),
+        rather than positions (``"0"``, ``"1"``, ...)."""
+        return False
+
+    @property
+    def label_columns(self) -> int | None:
+        """``None`` when each row has one label; ``K`` when the labels are rows of a (n, K) 0/1
+        indicator matrix (multi-label: arrays and ``.npz`` only)."""
+        return None
+
+    def select_chunks(self, chunks: Sequence[int] | np.ndarray) -> Dataset:
+        """A view of the chunks ``chunks`` of this view (indices in ``range(n_chunks)``, in that order):
+        what the classifier holds out for early stopping. Rows keep their global numbers in errors."""
+        return ChunkSubset(self, self._check_order(chunks))
 
     @property
     def n_rows(self) -> int:
@@ -173,19 +198,21 @@ class Dataset(abc.ABC):
             self._label_cache = np.unique(np.concatenate(parts)) if parts else np.empty(0)
         return self._label_cache.copy()
 
-    def moments(self) -> Moments:
+    def moments(self, dtype: np.dtype | type = np.float64) -> Moments:
         """Count, mean and M2 per feature of this view, from one streaming pass (Chan et al.'s
-        merge of per-chunk moments; ranks can merge theirs the same way)."""
+        merge of per-chunk moments; ranks can merge theirs the same way), computed in float64 from
+        the features read as ``dtype`` (a model's dtype: the values it will see; a value too large
+        for float32 is then reported here, with its row and column)."""
         m = Moments.empty(self.n_features)
-        for c in self.iter_chunks():
+        for c in self.iter_chunks(dtype=dtype):
             m = m.merge(Moments.of(c.X))
         return m
 
-    def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, std)`` float64 (d,) per feature from one streaming pass; the population
-        standard deviation, with ``std = 1.0`` for a constant feature (standardising maps it to 0).
-        """
-        return self.moments().mean_std()
+    def stats(self, dtype: np.dtype | type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` float64 (d,) per feature from one streaming pass (see ``moments``); the
+        population standard deviation, with ``std = 1.0`` for a constant feature (standardising
+        maps it to 0)."""
+        return self.moments(dtype).mean_std()
 
     def read_all(self, dtype: np.dtype | type = np.float64) -> tuple[np.ndarray, np.ndarray | None]:
         """``(X, y)`` of this whole view in memory, chunks in file order: for small data. ``X`` is
@@ -216,6 +243,44 @@ class Dataset(abc.ABC):
 
         return epoch_batches(self, batch_size, rng=rng, shuffle_buffer=shuffle_buffer, dtype=dtype,
                              prefetch=prefetch)
+
+
+class ChunkSubset(Dataset):
+    """Some chunks of a data set, in a given order (``Dataset.select_chunks``)."""
+
+    def __init__(self, parent: Dataset, chunks: np.ndarray) -> None:
+        super().__init__()
+        self._parent, self._chunks = parent, np.asarray(chunks, dtype=np.int64)
+        self.path, self.format = parent.path, parent.format
+        self.feature_names, self.target = parent.feature_names, parent.target
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def label_columns(self) -> int | None:
+        return self._parent.label_columns
+
+    @property
+    def named_columns(self) -> bool:
+        return self._parent.named_columns
+
+    def chunk_rows(self) -> np.ndarray:
+        return self._parent.chunk_rows()[self._chunks]
+
+    def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
+        return self._parent._read_chunk(int(self._chunks[i]), dtype)
+
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
+        return self._parent._read_into(int(self._chunks[i]), out)
+
+    def _chunk_labels(self, i: int) -> np.ndarray:
+        return self._parent._chunk_labels(int(self._chunks[i]))
+
+    def shard(self, rank: int, world: int) -> Dataset:
+        lo, hi = split_range(len(self._chunks), rank, world)
+        return ChunkSubset(self._parent, self._chunks[lo:hi])
 
 
 def _float_dtype(dtype: np.dtype | type) -> np.dtype:

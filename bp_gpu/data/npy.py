@@ -18,6 +18,13 @@ def open_npy(
     path: str, target: int | str | None = None, features: Sequence[int | str] | None = None, *,
     chunk_rows: int | None = None,
 ) -> ArrayDataset:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY":
+        # np.load would take anything else for a pickle and say so, which misleads.
+        what = ("a zip archive (a .npz? name it .npz)" if head.startswith(b"PK")
+                else "not in the .npy format (no \\x93NUMPY magic string)")
+        raise DataError(f"{path}: not a .npy file: it is {what}")
     try:
         A = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

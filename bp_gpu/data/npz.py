@@ -17,6 +17,11 @@ def open_npz(
     features = "X" if features is None else features
     if not isinstance(features, str) or (target is not None and not isinstance(target, str)):
         raise TypeError("for a .npz, features and target are array names (str)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's first entry, or an empty zip
+        what = "a single .npy array (name it .npy)" if head == b"\x93NUM" else "not a zip archive"
+        raise DataError(f"{path}: not a .npz file: it is {what}")
     try:
         with np.load(path, allow_pickle=False) as f:
             names = sorted(f.files)

@@ -54,10 +54,11 @@ class _Source:
 
         self.pq = pq
         self.path = path
-        if os.path.isdir(path):
+        directory = os.path.isdir(path)
+        if directory:
             self.files = list_files(path)
             if not self.files:
-                raise DataError(f"{path}: the directory holds no data files")
+                raise DataError(f"{path}: a directory is read as a Parquet data set, but it holds no data files")
         else:
             self.files = [path]
         self.metas, schema0 = [], None
@@ -66,6 +67,9 @@ class _Source:
                 pf = pq.ParquetFile(f)
                 schema = pf.schema_arrow
             except (pa.ArrowException, OSError) as exc:
+                if directory:
+                    raise DataError(f"{path}: a directory is read as a Parquet data set, but {f} in it is not a "
+                                    f"readable Parquet file, truncated or corrupt ({exc})") from None
                 raise DataError(f"{f}: not a readable Parquet file, truncated or corrupt ({exc})") from None
             if schema0 is None:
                 schema0 = schema
@@ -120,16 +124,23 @@ class ParquetDataset(Dataset):
     def n_chunks(self) -> int:
         return self._hi - self._lo
 
+    @property
+    def named_columns(self) -> bool:
+        return True
+
     def chunk_rows(self) -> np.ndarray:
         return np.array([c[3] for c in self._src.chunks[self._lo:self._hi]], dtype=np.int64)
 
     def _read_chunk(self, i: int, dtype: np.dtype) -> Chunk:
+        return self._read_into(i, np.empty((self._src.chunks[self._lo + i][3], self.n_features), dtype))
+
+    def _read_into(self, i: int, out: np.ndarray) -> Chunk:
         c = self._lo + i
         cols = self.feature_names + ([] if self.target is None else [self.target])
         table = self._src.read(c, cols)
         names = self.feature_names
-        X = _arrow.features([table.column(n) for n in names], table.num_rows, dtype,
-                            lambda r, k: self._src.where(c, r, names[k]))
+        X = _arrow.features([table.column(n) for n in names], table.num_rows, out.dtype,
+                            lambda r, k: self._src.where(c, r, names[k]), out)
         y = None if self.target is None else self._labels(c, table.column(self.target))
         return Chunk(X, y, self._src.chunks[c][2])
 
