@@ -129,11 +129,34 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
             f"{name} has {X.shape[1]} features (columns) but the network expects {n_features} "
             "(layer_sizes[0])"
         )
-    if _check_values(X, values):
+    checked = _check_values(X, values)
+    if checked:
         _check_finite(X, name)
     if xp is np and array_module(X) is not np:
         X = to_numpy(X)
-    return xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
+    with np.errstate(over="ignore"):  # an overflow is reported below, by entry
+        out = xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
+    if checked and X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(dtype).itemsize:
+        _check_fits(X, out, name)
+    return out
+
+
+def _check_fits(X: Any, out: Any, name: str) -> None:
+    """After narrowing finite X to ``out.dtype``: an entry that became inf did not fit. Said so before
+    training, instead of a loss that diverges at the first step."""
+    xp = array_module(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if bool(xp.isfinite(out.sum())):  # one reduction decides the common case
+            return
+    finite = xp.isfinite(out)
+    if bool(finite.all()):
+        return
+    where = _first_bad(~finite)
+    value = to_numpy(X[where]).item()
+    raise ValueError(
+        f"{name}[{', '.join(map(str, where))}] = {value!r} does not fit in {out.dtype.name}; "
+        "use dtype='float64' or scale your features"
+    )
 
 
 def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: Any, name: str = "t",

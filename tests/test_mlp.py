@@ -267,3 +267,14 @@ def test_predict_runs_in_chunks_without_growing_the_buffers(monkeypatch):
     _, Z = R.forward(net.get_weights(), X)
     np.testing.assert_allclose(net.predict_proba(X), Z[-1], rtol=1e-12)
     assert net._engine.capacity == 7
+
+
+def test_host_features_too_large_for_float32_are_named_not_turned_into_inf():
+    net = bp_gpu.MLP([2, 1], dtype="float32", backend="cpu", seed=0)
+    X = np.ones((4, 2))
+    X[2, 1] = -4e38
+    with pytest.raises(ValueError, match=r"X\[2, 1\] = -4e\+38 does not fit in float32; use dtype='float64'"):
+        net.predict_proba(X)
+    with pytest.raises(ValueError, match="does not fit in float32"):
+        net.train_step(X, np.ones(4), bp_gpu.optim.SGD(net, 0.1))
+    assert np.isfinite(bp_gpu.MLP([2, 1], dtype="float64", backend="cpu", seed=0).predict_proba(X)).all()
