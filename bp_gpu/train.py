@@ -162,9 +162,10 @@ class ResidentBatches:
         return views
 
 
-class StreamedBatches:
-    """X, T stay in host memory; each batch is gathered on the host and copied to the device on a
-    copy stream, overlapping the previous batch's step.  X (n, I), T (n, O).
+class DeviceStaging:
+    """Host batches to device buffers on a copy stream, overlapping the previous batch's step: the
+    one place the pinned-memory double buffering lives (``StreamedBatches`` fills it by gathering
+    rows of host arrays, ``DatasetSource`` with batches read from a file).
 
     Two slots, each a pinned host buffer, a device buffer and two events (timing disabled): ``copied``
     (recorded on the copy stream after the slot's copy; the compute stream waits on it) and
@@ -172,56 +173,74 @@ class StreamedBatches:
     into the slot waits on it). The host blocks only on ``copied`` of the copy made two batches
     earlier, before overwriting that pinned buffer. (CuPy: ``ndarray.set(pinned, stream=)`` is an
     asynchronous copy; ``Stream.wait_event`` and ``Event.record(stream)`` enqueue without blocking.)
+    Without CuPy (the CPU engine, the simulator) the slots are plain arrays filled in place.
     """
 
-    def __init__(self, xp: Any, X: np.ndarray, T: np.ndarray, capacity: int) -> None:
-        self.xp, self.X, self.T = xp, np.asarray(X), np.asarray(T)
-        self.cupy = _is_cupy(xp)
-        shapes = ((capacity, X.shape[1]), (capacity, T.shape[1]))  # (batch_size, I), (batch_size, O)
+    def __init__(self, xp: Any, capacity: int, widths: tuple[int, int], dtypes: tuple[Any, Any]) -> None:
+        self.xp, self.cupy = xp, _is_cupy(xp)
+        shapes = [(capacity, w) for w in widths]  # (batch_size, I), (batch_size, O)
         self.slots = []
         for _ in range(2):
             if self.cupy:
                 import cupyx
 
-                host = [cupyx.empty_pinned(shape, a.dtype) for shape, a in zip(shapes, (X, T))]
+                host = [cupyx.empty_pinned(shape, dt) for shape, dt in zip(shapes, dtypes)]
                 events = (xp.cuda.Event(disable_timing=True), xp.cuda.Event(disable_timing=True))
             else:
-                host, events = [np.empty(shape, a.dtype) for shape, a in zip(shapes, (X, T))], None
-            device = [xp.empty(shape, a.dtype) for shape, a in zip(shapes, (X, T))]
+                host, events = None, None
+            device = [xp.empty(shape, dt) for shape, dt in zip(shapes, dtypes)]
             self.slots.append((host, device, events))
         self.copy_stream = xp.cuda.Stream(non_blocking=True) if self.cupy else None
         self.views: dict[tuple[int, int], tuple[Any, Any]] = {}  # (slot, B) -> device views
         self.turn, self.last = 0, None
 
-    def start_epoch(self, order: np.ndarray) -> None:
-        self.order = order
-
-    def batch(self, start: int, stop: int) -> tuple[Any, Any]:
-        B, idx = stop - start, self.order[start:stop]
+    def send(self, B: int, fill: Callable[[Any, Any], None]) -> tuple[Any, Any]:
+        """``fill(X_host (B, I), T_host (B, O))`` writes a batch of B rows; returns its device views."""
         i = self.turn
         self.turn ^= 1
-        (hx, ht), (dx, dt), events = self.slots[i]
+        host, (dx, dt), events = self.slots[i]
         views = self.views.get((i, B))
         if views is None:
             views = self.views[(i, B)] = (dx[:B], dt[:B])
         if not self.cupy:
-            take_rows(self.X, idx, views[0])
-            take_rows(self.T, idx, views[1])
+            fill(*views)
             return views
+        hx, ht = host
         compute = self.xp.cuda.get_current_stream()
         if self.last is not None:
             self.slots[self.last][2][1].record(compute)  # the step of the last batch has been enqueued
         self.last = i
         copied, consumed = events
         copied.synchronize()  # the pinned buffer's copy of two batches ago has left it
-        take_rows(self.X, idx, hx[:B])  # the CPU backend's gather: see ResidentBatches
-        take_rows(self.T, idx, ht[:B])
+        fill(hx[:B], ht[:B])
         self.copy_stream.wait_event(consumed)  # the step two batches ago has read the device buffer
         views[0].set(hx[:B], stream=self.copy_stream)
         views[1].set(ht[:B], stream=self.copy_stream)
         copied.record(self.copy_stream)
         compute.wait_event(copied)
         return views
+
+
+class StreamedBatches:
+    """X, T stay in host memory; each batch is gathered on the host (into ``DeviceStaging``'s pinned
+    buffer) and copied to the device on a copy stream, overlapping the previous batch's step.
+    X (n, I), T (n, O)."""
+
+    def __init__(self, xp: Any, X: np.ndarray, T: np.ndarray, capacity: int) -> None:
+        self.X, self.T = np.asarray(X), np.asarray(T)
+        self.staging = DeviceStaging(xp, capacity, (X.shape[1], T.shape[1]), (X.dtype, T.dtype))
+
+    def start_epoch(self, order: np.ndarray) -> None:
+        self.order = order
+
+    def batch(self, start: int, stop: int) -> tuple[Any, Any]:
+        idx = self.order[start:stop]
+
+        def gather(Xb: Any, Tb: Any) -> None:  # the CPU backend's gather: see ResidentBatches
+            take_rows(self.X, idx, Xb)
+            take_rows(self.T, idx, Tb)
+
+        return self.staging.send(stop - start, gather)
 
 
 def make_batches(engine: Any, X: Any, T: Any, batch_size: int, placement: str = "auto") -> Any:
@@ -267,12 +286,17 @@ def run_epoch(
     engine.loss_buf[1:2] = 0
     n = 0
     epoch = source.epoch(rng) if order is None else source.epoch(rng, order)
-    for Xb, Tb in epoch:
-        B = Xb.shape[0]
-        net._step(Xb, Tb, optimizer, 1.0 / B)
-        n += B
-        if on_batch is not None:
-            on_batch(B)
+    try:
+        for Xb, Tb in epoch:
+            B = Xb.shape[0]
+            net._step(Xb, Tb, optimizer, 1.0 / B)
+            n += B
+            if on_batch is not None:
+                on_batch(B)
+    finally:
+        close = getattr(epoch, "close", None)
+        if close is not None:
+            close()  # a source reading in a thread stops it now, not when the traceback is freed
     return float(engine.loss_buf[1]) / n
 
 
