@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from .data.arrays import from_arrays
+from .data.dataset import Dataset
 from .mlp import DTYPES, MLP
 from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
 from .train import ArraySource, Snapshot, TrainingMonitor, TrainState, train
@@ -105,6 +107,75 @@ def _real(
     return float(value)
 
 
+class Standardizer:
+    """``x -> (x - mean) / std`` per feature, the ``standardize=True`` preprocessing.
+
+    ``mean``/``std`` are float64 (d,) from one streaming pass over the training rows (``Moments``);
+    the arithmetic runs in the model's dtype, subtract then divide, as the ONNX export's ``Sub`` and
+    ``Div`` nodes do, so bp_gpu and ONNX Runtime feed the network the same values.
+
+    Training applies it to the data, not to the weights. Folding it into the first layer
+    (``W' = W / std``, ``b' = b - W' mean``) would give the same forward pass but a different
+    parametrisation: the gradient with respect to ``W'`` is the one of ``W`` scaled by ``1 / std``
+    per input, so every step (and SGD most of all) would move differently from training on
+    standardised data. Applied per chunk as the rows are read (for a data set, in the reader's
+    thread) the optimizer sees exactly what it would see on data standardised beforehand.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, dtype: np.dtype) -> None:
+        self.mean64, self.std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        self.mean, self.std = self.mean64.astype(dtype), self.std64.astype(dtype)
+        self._device: dict[Any, tuple[Any, Any]] = {}
+
+    def transform(self, X: np.ndarray) -> None:
+        """In place on a host array of the model's dtype (a chunk the reader owns)."""
+        np.subtract(X, self.mean, out=X)
+        np.divide(X, self.std, out=X)
+
+    def apply(self, X: Any) -> Any:
+        """A new standardised array, in X's array module (NumPy or CuPy)."""
+        xp = V.array_module(X)
+        if xp is np:
+            return (X - self.mean) / self.std
+        key = id(xp)
+        if key not in self._device:
+            self._device[key] = (xp.asarray(self.mean), xp.asarray(self.std))
+        mean, std = self._device[key]
+        return (X - mean) / std
+
+
+class LabelEncoder:
+    """Raw labels of a data set's rows -> the network's 0/1 targets (rows, n_outputs) of ``dtype``.
+    Every label is known to be one of ``classes`` (checked before training, from ``labels()``)."""
+
+    def __init__(self, kind: str, classes: np.ndarray, dtype: np.dtype) -> None:
+        self.kind, self.classes, self.dtype = kind, classes, np.dtype(dtype)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        if self.kind == MULTILABEL:
+            return np.asarray(y, dtype=self.dtype).reshape(len(y), -1)
+        y = np.asarray(y).reshape(len(y))
+        if self.kind == BINARY:
+            return (y == self.classes[1]).astype(self.dtype)[:, None]
+        T = np.zeros((len(y), len(self.classes)), self.dtype)
+        T[np.arange(len(y)), np.searchsorted(self.classes, y)] = 1
+        return T
+
+
+def _label_family(a: np.ndarray) -> str:
+    return "text" if a.dtype.kind in "USO" else "numbers"
+
+
+def check_labels_against(labels: np.ndarray, classes: np.ndarray, what: str) -> np.ndarray:
+    """The labels of ``labels`` that are not among ``classes`` (an error when the two cannot be
+    compared at all: text against numbers)."""
+    if len(labels) and _label_family(labels) != _label_family(classes):
+        shown = classes.tolist() if len(classes) <= 10 else classes[:10].tolist() + ["..."]
+        raise ValueError(f"{what} are {_label_family(labels)} ({labels[:3].tolist()!r}...) but the model's classes "
+                         f"are {_label_family(classes)} ({shown!r}); they cannot be compared")
+    return labels[~np.isin(labels, classes)]
+
+
 def make_optimizer(name: str, net: MLP, learning_rate: float | Schedule, momentum: float,
                    weight_decay: float) -> Optimizer:
     """The ``bp_gpu.optim`` optimizer an ``optimizer=`` name stands for (``momentum`` only for
@@ -174,6 +245,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     tol : float >= 0, default 1e-4
     verbose : bool, default False
         Print the loss (and validation score) of every epoch.
+    standardize : bool, default False
+        Standardise every feature, ``(x - mean) / std``, with the mean and (population) standard
+        deviation of the training rows, from one streaming pass before the first epoch (a constant
+        feature gets std 1). They are part of the model: ``predict``, ``predict_proba``, ``score``,
+        the saved file, ``bp-gpu predict`` and ``to_onnx`` apply them, so raw data works end to end.
+        ``partial_fit`` computes them on its first call and keeps them.
+
+    Data sets: ``fit``, ``partial_fit``, ``predict``, ``predict_proba`` and ``score`` also take a
+    ``bp_gpu.data`` data set (``bp_gpu.data.open(path, target=...)`` or ``from_arrays``) in place of
+    ``X, y``: training then streams it chunk by chunk (memory holds a batch and a few chunks, not
+    the file; the order is the one ``bp_gpu.data.batches`` documents, drawn from ``seed``), the
+    labels come from ``dataset.labels()`` (a pass over the target column) before the first step,
+    and predictions are computed chunk by chunk. With ``early_stopping`` the validation rows are
+    whole chunks: ``round(validation_fraction * n_chunks)`` of them (at least one, and at least one
+    chunk left to train on), drawn at random from ``seed``'s split generator.
 
     Attributes
     ----------
@@ -184,6 +270,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     loss_curve_ : list of float       mean training loss per epoch
     n_iter_ : int                     epochs trained in total
     validation_scores_ : list of float, best_validation_score_ : float   (early stopping only)
+    feature_mean_, feature_std_ : ndarray (n_features,) float64 or None   (standardize only)
+    feature_names_in_ : ndarray of str  (fitted on a data set whose file names its columns)
     """
 
     def __init__(
@@ -207,6 +295,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         n_iter_no_change: int = 10,
         tol: float = 1e-4,
         verbose: bool = False,
+        standardize: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.optimizer = optimizer
@@ -227,6 +316,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.verbose = verbose
+        self.standardize = standardize
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so its base class is there
         tags = super().__sklearn_tags__()
@@ -262,7 +352,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
         if self.seed is not None:
             _int("seed", self.seed, 0)
-        for name in ("early_stopping", "verbose"):
+        for name in ("early_stopping", "verbose", "standardize"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
         return {
@@ -429,53 +519,64 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _optimizer_for(self, net: MLP, p: dict[str, Any], n_train: int) -> Optimizer:
         return make_optimizer(self.optimizer, net, self._learning_rate(p, n_train), p["momentum"], p["weight_decay"])
 
-    def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
-        """Train a new network from scratch; returns self.
+    def fit(self, X: Any, y: Any = None, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
+        """Train a new network from scratch on ``(X, y)``, or on a ``bp_gpu.data`` data set given as
+        ``X`` alone (its target column holds the labels); returns self.
 
         ``monitor`` (optional) gets ``on_batch(n_rows)`` and ``on_epoch(EpochInfo)`` calls (see
-        ``bp_gpu.train``). If anything fails (bad input, divergence) the estimator is left exactly
-        as it was; Ctrl-C stops cleanly with the model of the last completed epoch.
+        ``bp_gpu.train``). If anything fails (bad input, a bad row of a data set, divergence) the
+        estimator is left exactly as it was; Ctrl-C stops cleanly with the model of the last
+        completed epoch.
         """
+        if isinstance(X, Dataset):
+            return self._fit_dataset(X, y, monitor)
         p = self._checked_params()
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
         net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
-        validate = None
+        validate, Xv = None, None
         if self.early_stopping:
-            tr, va = self._split(
-                kind, T, p["validation_fraction"], split_rng
-            )
-            Xv = self._device_X(net, Xh[self._index(Xh, va)])
-            Tv = T[va]
+            tr, va = self._split(kind, T, p["validation_fraction"], split_rng)
+            Xv, Tv = Xh[self._index(Xh, va)], T[va]
             Xh, T = Xh[self._index(Xh, tr)], T[tr]
+        X_train, T_train = self._train_arrays(net, Xh, T)
+        scaler = self._array_scaler(X_train, net.dtype) if self.standardize else None
+        if scaler is not None:
+            X_train = scaler.apply(X_train)
+        if Xv is not None:
+            Xv = self._device_X(net, Xv, scaler)
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
         opt = self._optimizer_for(net, p, Xh.shape[0])
-        self._train_and_commit(
-            net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor
-        )
+        source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
+        self._train_and_commit(net, opt, state, kind, classes, source, p, p["epochs"], validate, monitor, scaler)
         return self
 
     def partial_fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         classes: Any = None,
         *,
         epochs: int = 1,
         monitor: TrainingMonitor | None = None,
     ) -> MLPClassifier:
-        """Continue training on (X, y) for ``epochs`` passes (default one, as scikit-learn).
+        """Continue training on (X, y), or on a data set given as ``X`` alone, for ``epochs`` passes
+        (default one, as scikit-learn).
 
         The first call on an unfitted model needs ``classes`` (all labels that will ever appear),
-        except for a multi-label indicator y. Later calls continue from the current weights,
-        optimizer state and shuffle generator, so ``fit`` for k epochs then ``partial_fit`` for j
-        equals ``fit`` for k + j (without early stopping, which ``partial_fit`` does not use).
+        except for a multi-label indicator y and for a data set (whose ``labels()`` are used when
+        ``classes`` is not given). Later calls continue from the current weights, optimizer state
+        and shuffle generator, so ``fit`` for k epochs then ``partial_fit`` for j equals ``fit`` for
+        k + j (without early stopping, which ``partial_fit`` does not use).
         ``learning_rate``, ``momentum``, ``weight_decay``, ``batch_size``, ``verbose`` may change
-        between calls; the architecture, optimizer kind, dtype, backend and convention may not.
+        between calls; the architecture, optimizer kind, dtype, backend, convention and
+        ``standardize`` may not (the standardisation of the first call is kept).
         A failed call leaves the model as it was.
         """
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
+        if isinstance(X, Dataset):
+            return self._partial_fit_dataset(X, y, classes, p, epochs, monitor)
         if not hasattr(self, "net_"):
             Xh = self._host_X(X)
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
@@ -484,26 +585,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                     "classes must be passed on the first call to partial_fit "
                     "(every label that will appear, e.g. np.unique(y_all))"
                 )
-            cls = None
-            if classes is not None:
-                cls = np.unique(np.asarray(classes))
-                if len(cls) < 2:
-                    raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
+            cls = None if classes is None else self._given_classes(classes)
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
             net, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
+            X_train, T_train = self._train_arrays(net, Xh, T)
+            scaler = self._array_scaler(X_train, net.dtype) if self.standardize else None
+            if scaler is not None:
+                X_train = scaler.apply(X_train)
             opt = self._optimizer_for(net, p, Xh.shape[0])
-            self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
+            source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
+            self._train_and_commit(net, opt, state, kind, cls, source, p, epochs, None, monitor, scaler)
             return self
 
         self._check_same_setup(p)
         Xh = self._host_X(X, self.n_features_in_)
-        if classes is not None and not np.array_equal(
-            np.unique(np.asarray(classes)), self.classes_
-        ):
-            raise ValueError(
-                f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
-                f"{self.classes_.tolist()!r}"
-            )
+        self._check_classes_unchanged(classes)
         if self._label_kind == MULTILABEL:
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if y_arr.ndim != 2:
@@ -513,21 +609,41 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         kind, _, T = self._encode(y, Xh.shape[0], self.classes_)
         if kind != self._label_kind:
             raise ValueError(f"y is {kind} but the model was fitted on {self._label_kind} targets")
+        X_train, T_train = self._train_arrays(self.net_, Xh, T)
+        if self._scaler is not None:
+            X_train = self._scaler.apply(X_train)
+        self._continue(p, ArraySource(self.net_._engine, X_train, T_train, p["batch_size"]), epochs, monitor)
+        return self
+
+    def _given_classes(self, classes: Any) -> np.ndarray:
+        cls = np.unique(np.asarray(classes))
+        if len(cls) < 2:
+            raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
+        return cls
+
+    def _check_classes_unchanged(self, classes: Any) -> None:
+        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(
+                f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
+                f"{self.classes_.tolist()!r}"
+            )
+
+    def _continue(self, p: dict[str, Any], source: Any, epochs: int, monitor: TrainingMonitor | None) -> None:
+        """More epochs of the fitted model on ``source``; on any failure the model and its optimizer
+        are put back exactly as they were before the call."""
         net, opt, state = self.net_, self._optimizer, self._state
         start = Snapshot(net._engine, opt)
         start.capture(state)
         try:
-            opt.learning_rate = self._learning_rate(p, Xh.shape[0])
+            opt.learning_rate = self._learning_rate(p, source.n_rows)
             opt.weight_decay = p["weight_decay"]
             if self.optimizer == "momentum":
                 opt.momentum = p["momentum"]
-            self._train_and_commit(
-                net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor
-            )
+            self._train_and_commit(net, opt, state, self._label_kind, self.classes_, source, p, epochs, None,
+                                   monitor, self._scaler)
         except BaseException:
             start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
             raise
-        return self
 
     def _check_same_setup(self, p: dict[str, Any]) -> None:
         net = self.net_
@@ -536,6 +652,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             "optimizer": (self.optimizer, self._optimizer_name),
             "dtype": (p["dtype"].name, net.dtype.name),
             "positive_class": (int(self.positive_class), net.positive_class),
+            "standardize": (bool(self.standardize), self._scaler is not None),
         }
         if self.backend != "auto":
             now["backend"] = (self.backend, net.backend)
@@ -546,6 +663,176 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                     "partial_fit cannot change it (call fit to start over)"
                 )
 
+    # -- data sets -----------------------------------------------------------------------------
+    @staticmethod
+    def _check_no_y(ds: Dataset, y: Any, method: str) -> None:
+        if y is not None:
+            raise TypeError(f"{method}(dataset) takes the labels from the data set's target column "
+                            f"({ds.target!r}); do not pass y")
+        if ds.target is None:
+            raise ValueError(f"{ds.path}: the data set has no target column; open it with target=... to "
+                             "train on it (bp_gpu.data.open(path, target='label'))")
+
+    def _dataset_targets(
+        self, ds: Dataset, dtype: np.dtype, classes: np.ndarray | None = None
+    ) -> tuple[str, np.ndarray, LabelEncoder]:
+        """(kind, classes, encoder) of a data set's labels, from its label pass (``labels()``):
+        ``classes`` default to its labels; given, its labels must be among them."""
+        labels = ds.labels()
+        if ds.label_columns is not None:
+            bad = labels[(labels != 0) & (labels != 1)] if labels.dtype.kind in "biuf" else labels
+            if len(bad):
+                raise ValueError(f"{ds.path}: a 2-D target is a multi-label indicator matrix and must hold only "
+                                 f"0 and 1; it holds {bad[0].item()!r}")
+            K = ds.label_columns
+            if classes is not None and len(classes) != K:
+                raise ValueError(f"{ds.path}: the target has {K} label columns but the model has {len(classes)}")
+            return MULTILABEL, np.arange(K), LabelEncoder(MULTILABEL, np.arange(K), dtype)
+        if classes is None:
+            classes = labels
+            if len(classes) < 2:
+                shown = classes[0].item() if len(classes) else None
+                raise ValueError(f"{ds.path}: the target column {ds.target!r} has only one class ({shown!r}); "
+                                 "a classifier needs at least two")
+        unknown = check_labels_against(labels, classes, f"{ds.path}: the labels of column {ds.target!r}")
+        if len(unknown):
+            raise ValueError(f"{ds.path}: the target column {ds.target!r} holds labels that are not among the "
+                             f"classes {classes.tolist()!r}: {unknown[:10].tolist()!r}")
+        kind = BINARY if len(classes) == 2 else MULTICLASS
+        return kind, classes, LabelEncoder(kind, classes, dtype)
+
+    @staticmethod
+    def _held_out_chunks(ds: Dataset, fraction: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
+        """(training view, validation view) of a data set for early stopping: whole chunks (see the
+        class docstring)."""
+        n = ds.n_chunks
+        if n < 2:
+            raise ValueError(
+                f"early_stopping on a data set holds out whole chunks, and {ds.path} has {n}; give it more "
+                "chunks (smaller Parquet row groups, or chunk_rows= for arrays and .npy files)"
+            )
+        k = min(n - 1, max(1, int(round(fraction * n))))
+        held = np.sort(rng.permutation(n)[:k])
+        return ds.select_chunks(np.setdiff1d(np.arange(n), held)), ds.select_chunks(held)
+
+    @staticmethod
+    def _dataset_scaler(ds: Dataset, dtype: np.dtype) -> Standardizer:
+        mean, std = ds.stats(dtype)
+        return Standardizer(mean, std, dtype)
+
+    @staticmethod
+    def _array_scaler(X: Any, dtype: np.dtype) -> Standardizer:
+        """The statistics of training arrays, computed as for a data set (chunk by chunk, so the
+        temporaries stay small), from X as the model reads it."""
+        mean, std = from_arrays(V.to_numpy(X)).stats(dtype)
+        return Standardizer(mean, std, dtype)
+
+    def _check_dataset_features(self, ds: Dataset) -> None:
+        if ds.n_features != self.n_features_in_:
+            raise ValueError(f"{ds.path} has {ds.n_features} feature columns, but MLPClassifier is expecting "
+                             f"{self.n_features_in_} features as input")
+
+    def _dataset_source(self, net: MLP, ds: Dataset, p: dict[str, Any], encode: LabelEncoder,
+                        scaler: Standardizer | None) -> Any:
+        from .dataset_source import DatasetSource
+
+        return DatasetSource(net._engine, ds, p["batch_size"], n_outputs=net.layer_sizes[-1], encode=encode,
+                             transform=None if scaler is None else scaler.transform)
+
+    def _fit_dataset(self, ds: Dataset, y: Any, monitor: TrainingMonitor | None) -> MLPClassifier:
+        p = self._checked_params()
+        self._check_no_y(ds, y, "fit")
+        kind, classes, encode = self._dataset_targets(ds, p["dtype"])
+        net, state, split_rng = self._fresh(p, ds.n_features, 1 if kind == BINARY else len(classes))
+        train_ds, validate = ds, None
+        if self.early_stopping:
+            train_ds, val_ds = self._held_out_chunks(ds, p["validation_fraction"], split_rng)
+        scaler = self._dataset_scaler(train_ds, net.dtype) if self.standardize else None
+        if self.early_stopping:
+            validate = lambda: self._dataset_accuracy(net, kind, val_ds, encode, scaler)  # noqa: E731
+        opt = self._optimizer_for(net, p, train_ds.n_rows)
+        source = self._dataset_source(net, train_ds, p, encode, scaler)
+        self._train_and_commit(net, opt, state, kind, classes, source, p, p["epochs"], validate, monitor, scaler)
+        self._set_feature_names(ds)
+        return self
+
+    def _partial_fit_dataset(self, ds: Dataset, y: Any, classes: Any, p: dict[str, Any], epochs: int,
+                             monitor: TrainingMonitor | None) -> MLPClassifier:
+        self._check_no_y(ds, y, "partial_fit")
+        if not hasattr(self, "net_"):
+            cls = None if classes is None else self._given_classes(classes)
+            kind, cls, encode = self._dataset_targets(ds, p["dtype"], cls)
+            net, state, _ = self._fresh(p, ds.n_features, 1 if kind == BINARY else len(cls))
+            scaler = self._dataset_scaler(ds, net.dtype) if self.standardize else None
+            opt = self._optimizer_for(net, p, ds.n_rows)
+            source = self._dataset_source(net, ds, p, encode, scaler)
+            self._train_and_commit(net, opt, state, kind, cls, source, p, epochs, None, monitor, scaler)
+            self._set_feature_names(ds)
+            return self
+        self._check_same_setup(p)
+        self._check_dataset_features(ds)
+        self._check_classes_unchanged(classes)
+        kind, _, encode = self._dataset_targets(ds, self.net_.dtype, self.classes_)
+        if kind != self._label_kind:
+            raise ValueError(f"{ds.path}: its targets are {kind} but the model was fitted on {self._label_kind} "
+                             "targets")
+        self._continue(p, self._dataset_source(self.net_, ds, p, encode, self._scaler), epochs, monitor)
+        return self
+
+    def _set_feature_names(self, ds: Dataset) -> None:
+        """Column names that come from the file (Parquet, Arrow, CSV with a header) are kept, so that
+        data with the same columns in another order can be matched by name (``bp-gpu predict``)."""
+        if ds.named_columns:
+            self.feature_names_in_ = np.array(ds.feature_names, dtype=object)
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+
+    def _chunk_proba(self, net: MLP, X: np.ndarray, scaler: Standardizer | None) -> np.ndarray:
+        """p(t = 1 | x) per output of a data set chunk (its own array, of the model's dtype)."""
+        if scaler is not None:
+            scaler.transform(X)
+        return self._raw_proba(net, net._engine.xp.asarray(X))
+
+    def _dataset_accuracy(self, net: MLP, kind: str, ds: Dataset, encode: LabelEncoder,
+                          scaler: Standardizer | None) -> float:
+        hits = n = 0
+        for c in ds.iter_chunks(dtype=net.dtype):
+            P, T = self._chunk_proba(net, c.X, scaler), encode(c.y)
+            if kind == MULTICLASS:
+                hits += int(np.sum(P.argmax(axis=1) == T.argmax(axis=1)))
+            else:
+                hits += int(np.sum(((P > 0.5) == (T == 1)).all(axis=1)))
+            n += len(P)
+        return hits / n
+
+    def iter_predict_proba(self, dataset: Dataset) -> Any:
+        """``(probabilities, chunk)`` for each chunk of ``dataset`` in file order: what
+        ``predict_proba`` returns for the chunk's rows, and the ``bp_gpu.data.Chunk`` (its ``y`` are
+        the raw labels when the data set has a target, ``start`` its first row). Memory holds one
+        chunk at a time (``bp-gpu predict`` writes each before reading the next)."""
+        self._check_fitted()
+        self._check_dataset_features(dataset)
+        net = self.net_
+        for c in dataset.iter_chunks(dtype=net.dtype):
+            yield self._proba(self._chunk_proba(net, c.X, self._scaler)), c
+
+    def _dataset_score(self, ds: Dataset) -> float:
+        if ds.target is None:
+            raise ValueError(f"{ds.path}: the data set has no target column to score against; open it with "
+                             "target=...")
+        hits = n = 0
+        for P, c in self.iter_predict_proba(ds):
+            pred, y = self._predict_from(P), c.y
+            if self._label_kind == MULTILABEL:
+                hits += int(np.sum((pred == np.asarray(y).reshape(pred.shape)).all(axis=1)))
+            else:
+                check_labels_against(np.asarray(y[:1]), self.classes_, f"{ds.path}: the labels of column "
+                                     f"{ds.target!r}")
+                hits += int(np.sum(pred == y))
+            n += len(pred)
+        return hits / n
+
+    # -- arrays --------------------------------------------------------------------------------
     @staticmethod
     def _index(X: Any, idx: np.ndarray) -> Any:
         return V.array_module(X).asarray(idx)
@@ -575,8 +862,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return tr, va
 
     @staticmethod
-    def _device_X(net: MLP, X: Any) -> Any:
-        return V.check_features(X, net.layer_sizes[0], net.dtype, net._engine.xp)
+    def _device_X(net: MLP, X: Any, scaler: Standardizer | None = None) -> Any:
+        Xd = V.check_features(X, net.layer_sizes[0], net.dtype, net._engine.xp)
+        return Xd if scaler is None else scaler.apply(Xd)
 
     @staticmethod
     def _raw_proba(net: MLP, Xd: Any) -> np.ndarray:
@@ -591,9 +879,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             return float(np.mean(P.argmax(axis=1) == T.argmax(axis=1)))
         return float(np.mean(((P > 0.5) == (T == 1)).all(axis=1)))
 
-    def _train_and_commit(
-        self, net, opt, state, kind, classes, Xh, T, p, epochs, validate, monitor
-    ) -> None:
+    @staticmethod
+    def _train_arrays(net: MLP, Xh: Any, T: np.ndarray) -> tuple[Any, Any]:
+        """X and T in the network's dtype, where training reads them (device arrays stay there); a
+        value of X too large for the dtype is an error here, before training."""
         dt = net.dtype
         X_train = V.check_features(
             Xh,
@@ -604,17 +893,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         T_train = np.ascontiguousarray(T, dtype=dt)
         if V.array_module(X_train) is not np:
             T_train = net._engine.xp.asarray(T_train)
+        return X_train, T_train
 
+    def _train_and_commit(
+        self, net, opt, state, kind, classes, source, p, epochs, validate, monitor, scaler
+    ) -> None:
         def view() -> MLPClassifier:
             m = type(self)(**self.get_params())
-            m._commit(net, opt, state, kind, classes, early=validate is not None)
+            m._commit(net, opt, state, kind, classes, early=validate is not None, scaler=scaler)
             return m
 
         train(
             net,
             opt,
             state,
-            ArraySource(net._engine, X_train, T_train, p["batch_size"]),
+            source,
             epochs=epochs,
             validate=validate,
             n_iter_no_change=p["n_iter_no_change"],
@@ -623,15 +916,18 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             make_view=view,
             verbose=bool(self.verbose),
         )
-        self._commit(net, opt, state, kind, classes, early=validate is not None)
+        self._commit(net, opt, state, kind, classes, early=validate is not None, scaler=scaler)
 
-    def _commit(self, net, opt, state, kind, classes, early: bool) -> None:
+    def _commit(self, net, opt, state, kind, classes, early: bool, scaler: Standardizer | None = None) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
         self.net_ = net
         self._optimizer = opt
         self._optimizer_name = self.optimizer
         self._state = state
         self._label_kind = kind
+        self._scaler = scaler
+        self.feature_mean_ = None if scaler is None else scaler.mean64.copy()
+        self.feature_std_ = None if scaler is None else scaler.std64.copy()
         self.classes_ = classes
         self.n_features_in_ = net.layer_sizes[0]
         self.n_outputs_ = net.layer_sizes[-1]
@@ -645,12 +941,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             self.__dict__.pop("best_validation_score_", None)
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities as float64 NumPy: (n, 2) binary, (n, K) multi-class (rows sum to 1),
-        (n, K) multi-label (per-label probabilities); columns in ``classes_`` order."""
-        self._check_fitted()
-        Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_))
-        P = self._raw_proba(self.net_, Xd)
+    def _proba(self, P: np.ndarray) -> np.ndarray:
+        """``predict_proba`` from the raw per-output probabilities P (n, n_outputs)."""
         if self._label_kind == BINARY:
             return np.hstack([1.0 - P, P])
         if self._label_kind == MULTICLASS:
@@ -659,12 +951,49 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             return np.where(s > 0, P / np.where(s > 0, s, 1.0), 1.0 / P.shape[1])
         return P
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Labels from ``classes_`` (n,), or the 0/1 indicator matrix (n, K) for multi-label."""
-        P = self.predict_proba(X)
+    def _predict_from(self, P: np.ndarray) -> np.ndarray:
+        """``predict`` from ``predict_proba``'s output."""
         if self._label_kind == MULTILABEL:
             return (P > 0.5).astype(np.int64)
         return self.classes_[P.argmax(axis=1)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities as float64 NumPy: (n, 2) binary, (n, K) multi-class (rows sum to 1),
+        (n, K) multi-label (per-label probabilities); columns in ``classes_`` order. ``X`` may be a
+        data set (computed chunk by chunk, see ``iter_predict_proba``)."""
+        self._check_fitted()
+        if isinstance(X, Dataset):
+            parts = [P for P, _ in self.iter_predict_proba(X)]
+            return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)))
+        Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_), self._scaler)
+        return self._proba(self._raw_proba(self.net_, Xd))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Labels from ``classes_`` (n,), or the 0/1 indicator matrix (n, K) for multi-label; ``X``
+        may be a data set."""
+        return self._predict_from(self.predict_proba(X))
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy of ``predict(X)`` against y (subset accuracy for multi-label). ``X`` may be a data
+        set with a target column (then no y): the accuracy is streamed, chunk by chunk."""
+        if isinstance(X, Dataset):
+            if y is not None or sample_weight is not None:
+                raise TypeError("score(dataset) takes the labels from the data set's target column; do not "
+                                "pass y or sample_weight")
+            self._check_fitted()
+            return self._dataset_score(X)
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def to_onnx(self, path: Any) -> None:
+        """Write the fitted model as an ONNX model (``bp_gpu.onnx_export.export_onnx``): input ``X``
+        (float32, ``[N, n_features]``, raw features: the standardisation is in the graph), outputs
+        ``label`` (what ``predict`` returns) and ``probabilities`` (what ``predict_proba`` returns).
+        Needs ``pip install 'bp_gpu[onnx]'``; written atomically."""
+        from .onnx_export import export_onnx
+
+        self._check_fitted()
+        export_onnx(self.net_.get_weights(), positive_class=self.net_.positive_class, label_kind=self._label_kind,
+                    classes=self.classes_, mean=self.feature_mean_, std=self.feature_std_, path=path)
 
     # -- persistence ---------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -14,7 +14,12 @@ key                dtype, shape           content
 ``b_l``            dtype, (N_l,)          biases of layer l: ``b[i] = w_i0^(l)``
 ``optimizer_m``    dtype, (P,) or (0,)    momentum / Adam / LAMB first moment, flat in the engine's layout
 ``optimizer_v``    dtype, (P,) or (0,)    Adam / LAMB second moment
+``feature_mean``   float64, (N_0,)        ``standardize=True`` only: the mean of each feature
+``feature_std``    float64, (N_0,)        ``standardize=True`` only: its standard deviation (> 0)
 =================  =====================  ==========================================================
+
+The two ``feature_*`` arrays are optional: a file without them is a model without standardisation.
+Hyperparameters that a file lacks (it was written before they existed) get their defaults.
 
 ``meta`` holds: ``layer_sizes`` [N_0, ..., N_L]; ``positive_class`` (the convention: each output is
 ``p(t = positive_class | x)``); ``dtype``; ``label_kind`` (binary / multiclass / multilabel);
@@ -117,6 +122,9 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
     }
     for l, (W, b) in enumerate(net.get_weights(), start=1):
         arrays[f"W_{l}"], arrays[f"b_{l}"] = W, b
+    if clf.feature_mean_ is not None:
+        arrays["feature_mean"] = np.asarray(clf.feature_mean_, dtype=np.float64)
+        arrays["feature_std"] = np.asarray(clf.feature_std_, dtype=np.float64)
     return arrays
 
 
@@ -247,12 +255,9 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
 
     defaults = MLPClassifier().get_params()
     known = set(defaults)
-    if int(version) == 1:
-        hyper = {**{k: defaults[k] for k in known - set(hyper)}, **hyper}
+    hyper = {**{k: defaults[k] for k in known - set(hyper)}, **hyper}  # added since the file was written
     if set(hyper) != known:
-        raise ModelFileError(
-            f"{path}: hyperparameters {sorted(set(hyper) ^ known)} are unknown or missing"
-        )
+        raise ModelFileError(f"{path}: hyperparameters {sorted(set(hyper) - known)} are unknown")
     if isinstance(hyper["hidden_layer_sizes"], list):
         hyper["hidden_layer_sizes"] = tuple(hyper["hidden_layer_sizes"])
     if backend is not None:
@@ -293,5 +298,30 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         raise ModelFileError(
             f"{path}: train_state has n_iter={state.n_iter} but {len(state.loss_curve)} loss values"
         )
-    clf._commit(net, opt, state, kind, classes, early=early)
+    scaler = _standardizer(arrays, path, sizes[0], dtype, bool(hyper["standardize"]))
+    clf._commit(net, opt, state, kind, classes, early=early, scaler=scaler)
     return clf
+
+
+def _standardizer(arrays: dict[str, np.ndarray], path: str, n_features: int, dtype: np.dtype, wanted: bool) -> Any:
+    """The model's standardisation from the optional ``feature_mean``/``feature_std`` arrays."""
+    from .classifier import Standardizer
+
+    have = [k for k in ("feature_mean", "feature_std") if k in arrays]
+    if not have:
+        if wanted:
+            raise ModelFileError(f"{path}: the model was trained with standardize=True but the arrays "
+                                 "'feature_mean' and 'feature_std' are missing")
+        return None
+    if len(have) == 1:
+        raise ModelFileError(f"{path}: the array {have[0]!r} is there without its pair")
+    if not wanted:
+        raise ModelFileError(f"{path}: the file holds feature_mean/feature_std but standardize is False")
+    mean, std = arrays["feature_mean"], arrays["feature_std"]
+    for name, a in (("feature_mean", mean), ("feature_std", std)):
+        if a.shape != (n_features,) or a.dtype != np.float64:
+            raise ModelFileError(f"{path}: {name} must be float64 of shape ({n_features},); got {a.dtype} "
+                                 f"{a.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ModelFileError(f"{path}: feature_mean must be finite and feature_std finite and > 0")
+    return Standardizer(mean, std, dtype)

@@ -194,6 +194,27 @@ def test_classifier_early_stopping_matches_cpu(cp, rng):
                                atol=1e-14)
 
 
+def test_training_from_a_data_set_matches_cpu(cp, rng, tmp_path):
+    """DatasetSource's CuPy path: the reader's host batches copied through DeviceStaging's pinned
+    buffers on the copy stream (events, two slots), with standardisation and early stopping on
+    held-out chunks; the same batches as the CPU backend, so float64 agrees to rounding."""
+    import bp_gpu.data as bd
+    from bp_gpu import MLPClassifier
+
+    X = rng.standard_normal((3001, 6)) * 5 + 3
+    y = np.array(["a", "b", "c"])[X[:, :3].argmax(axis=1)]
+    np.save(tmp_path / "d.npy", np.column_stack([X, X[:, :3].argmax(axis=1)]))
+    kw = dict(hidden_layer_sizes=(16,), batch_size=96, epochs=4, learning_rate=0.01, seed=2, dtype="float64",
+              early_stopping=True, n_iter_no_change=3, standardize=True)
+    for ds in (bd.from_arrays(X, y, chunk_rows=250), bd.open(tmp_path / "d.npy", target=6, chunk_rows=250)):
+        gpu = MLPClassifier(backend="cuda", **kw).fit(ds)
+        cpu = MLPClassifier(backend="cpu", **kw).fit(ds)
+        assert gpu.n_iter_ == cpu.n_iter_ and gpu.validation_scores_ == cpu.validation_scores_
+        np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-10)
+        np.testing.assert_allclose(gpu.predict_proba(ds), cpu.predict_proba(ds), rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(gpu.predict_proba(cp.asarray(X)), cpu.predict_proba(X), rtol=1e-9, atol=1e-14)
+
+
 # -- the step API on the device ----------------------------------------------------------------------
 STEP_OPTIMIZERS = {
     "sgd": lambda n, lr: bp_gpu.optim.SGD(n, lr, weight_decay=0.01),

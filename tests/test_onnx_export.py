@@ -149,3 +149,31 @@ def test_written_atomically_and_errors_name_the_target(tmp_path):
         export_onnx(layers, path=tmp_path, **kw)
     with pytest.raises(OSError, match=r"cannot write .*nowhere/m\.onnx"):
         export_onnx(layers, path=tmp_path / "nowhere" / "m.onnx", **kw)
+
+
+# -- MLPClassifier.to_onnx ---------------------------------------------------------------------------
+def _classifier_data(kind, rng):
+    X = rng.normal(size=(400, 5)) * [1, 30, 0.1, 2, 5] + [0, 200, 1, -4, 0]  # raw: offsets and spreads
+    z = (X - [0, 200, 1, -4, 0]) / [1, 30, 0.1, 2, 5]
+    if kind == "binary":
+        return X, np.where(z[:, 0] + z[:, 1] > 0, "spam", "ham")
+    if kind == "multiclass":
+        return X, z[:, :4].argmax(axis=1) * 2 + 1  # 1, 3, 5, 7
+    return X, np.column_stack([z[:, 0] > 0, z[:, 2] + z[:, 3] > 0, z[:, 4] > 0.5]).astype(int)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_classifier_to_onnx_gives_predict_proba_and_predict(tmp_path, kind, standardize):
+    rng = np.random.default_rng(11)
+    X, y = _classifier_data(kind, rng)
+    clf = bp_gpu.MLPClassifier((8,), epochs=15, batch_size=32, learning_rate=0.02, seed=0, backend="cpu",
+                               standardize=standardize).fit(X, y)
+    clf.to_onnx(tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(tmp_path / "m.onnx"), full_check=True)
+    X32 = X.astype(np.float32)
+    label, proba = _session(tmp_path / "m.onnx").run(["label", "probabilities"], {"X": X32})
+    np.testing.assert_allclose(proba, clf.predict_proba(X32), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(label, clf.predict(X32))
+    if standardize:
+        assert clf.score(X, y) > 0.85  # the raw features went through the graph's standardisation
