@@ -13,7 +13,7 @@ import sys
 from .. import __version__
 
 # Subcommand modules in the order ``--help`` lists them.
-COMMANDS = ["info", "kernels", "demo", "train", "predict", "bench"]
+COMMANDS = ["info", "kernels", "demo", "train", "predict", "export", "bench"]
 
 
 class CLIError(Exception):

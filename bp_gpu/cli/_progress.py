@@ -32,6 +32,8 @@ class ProgressMonitor:
         on_epoch_extra: Callable[[EpochInfo], None] | None = None,
     ) -> None:
         self.bar: Any = None
+        self.total_epochs = total_epochs
+        self.rows_seen = 0  # training rows stepped on, over every epoch
         self.checkpoint = checkpoint
         self.on_epoch_extra = on_epoch_extra
         self.checkpoints_written = 0
@@ -55,11 +57,15 @@ class ProgressMonitor:
                 )
 
     def on_batch(self, n_rows: int) -> None:
+        self.rows_seen += n_rows
         if self.bar is not None:
             self.bar.update(n_rows)
 
     def on_epoch(self, info: EpochInfo) -> None:
         if self.bar is not None:
+            total = info.n_samples * self.total_epochs
+            if self.bar.total != total:  # the caller's estimate missed the held-out validation rows
+                self.bar.total = total
             post = {"epoch": f"{info.epoch}/{info.last_epoch}", "loss": f"{info.loss:.4f}"}
             if info.validation_score is not None:
                 post["val_acc"] = f"{info.validation_score:.4f}"

@@ -1,7 +1,10 @@
-"""``bp-gpu train DATA --target COL``: train an MLPClassifier on a CSV/.npy/.npz file and save it.
+"""``bp-gpu train DATA --target COL``: train an MLPClassifier on a data file and save it.
 
-Features are used as they are: scale them beforehand (sigmoid units train poorly on raw features
-of very different ranges). Hyperparameters default to ``bp_gpu.MLPClassifier``'s.
+DATA is read chunk by chunk (``bp_gpu.data``): a Parquet file or directory, an Arrow IPC/Feather
+file, a ``.npy``, a ``.npz`` or a CSV file; memory holds a batch and a few chunks, not the file.
+The labels come from a first pass over the target column. Features are used as they are unless
+--standardize is given (sigmoid units train poorly on raw features of very different ranges).
+Hyperparameters default to ``bp_gpu.MLPClassifier``'s.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 import warnings
 
 from . import CLIError
+from ._dataset import add_data_options
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
@@ -95,19 +99,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "data", metavar="DATA", help="training data: .csv (header optional), .npy or .npz"
+        "data", metavar="DATA",
+        help="training data: Parquet file or directory, Arrow/Feather, .npy, .npz or CSV",
     )
     p.add_argument(
         "--target",
         required=True,
         metavar="COL",
-        help="the label column: a CSV header name or a 0-based column index; for .npz the "
+        help="the label column: a column name or a 0-based column index; for .npz the "
         "name of the label array",
     )
-    p.add_argument(
-        "--features", default="X", metavar="KEY", help=".npz only: the feature array (default X)"
-    )
+    add_data_options(p)
     add_model_options(p, hidden="100", epochs=200, batch_size=200, learning_rate=0.001)
+    p.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise each feature with the mean and std of the training rows (one pass over the "
+        "data); stored in the model and applied by predict and the ONNX export",
+    )
     p.add_argument(
         "--early-stopping",
         action="store_true",
@@ -139,10 +148,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..classifier import MLPClassifier
     from ..persistence import load
-    from ._data import read_table
+    from ._dataset import open_data
     from ._progress import ProgressMonitor, save_curves
 
-    X, y = read_table(args.data, args.target, args.features)
     if args.resume:
         clf = load(args.resume, backend=None if args.backend == "auto" else args.backend)
         remaining = args.epochs - clf.n_iter_
@@ -164,13 +172,12 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             early_stopping=args.early_stopping,
             validation_fraction=args.validation_fraction,
+            standardize=args.standardize,
         )
         remaining = args.epochs
-    n_train = X.shape[0]
-    if clf.early_stopping and not args.resume:
-        n_train -= int(round(args.validation_fraction * n_train))
+    data = open_data(args, args.target, clf if args.resume else None)
     monitor = ProgressMonitor(
-        n_train,
+        data.n_rows,  # the bar corrects itself to the training rows after an epoch (early stopping)
         remaining,
         quiet=args.quiet,
         checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
@@ -180,9 +187,9 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", RuntimeWarning)
         try:
             if args.resume:
-                clf.partial_fit(X, y, epochs=remaining, monitor=monitor)
+                clf.partial_fit(data, epochs=remaining, monitor=monitor)
             else:
-                clf.fit(X, y, monitor=monitor)
+                clf.fit(data, monitor=monitor)
         finally:
             monitor.close()
     seconds = time.perf_counter() - t0
@@ -191,14 +198,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"bp-gpu train: {w.message}", file=sys.stderr)
     done = clf.n_iter_ - (args.epochs - remaining)
     clf.save(args.out)
-    rate = done * n_train / seconds if seconds > 0 else float("nan")
+    rate = monitor.rows_seen / seconds if seconds > 0 else float("nan")
     print(
         f"{'interrupted: ' if interrupted else ''}trained {done} epoch(s) ({clf.n_iter_} in total) on "
         f"backend {clf.net_.backend} in {seconds:.2f} s ({rate:,.0f} samples/s)"
     )
     print(
         f"network {list(clf.net_.layer_sizes)}, final training loss {clf.loss_curve_[-1]:.6f}, "
-        f"training accuracy {clf.score(X, y):.4f}"
+        f"training accuracy {clf.score(data):.4f}"
     )
     if getattr(clf, "validation_scores_", None):
         print(f"best validation accuracy {clf.best_validation_score_:.4f}")
