@@ -1,5 +1,6 @@
-"""The CSV readers side by side: the old hand-written one (``bp_gpu.cli._data.read_table``, the
-``csv`` module and a float() per field) against ``bp_gpu.data`` (pyarrow), on a generated CSV.
+"""The CSV readers side by side: the old hand-written one (``bench/old_csv_reader.py``, the CLI's
+reader before ``bp_gpu.data``: the ``csv`` module and a float() per field) against ``bp_gpu.data``
+(pyarrow), on a generated CSV.
 
     python bench/csv_reader.py [--rows 290000] [--repeats 3] [--file PATH]
 
@@ -55,7 +56,7 @@ def child(mode: str, path: str) -> None:
     import numpy as np
 
     if mode == "old":
-        from bp_gpu.cli._data import read_table
+        from bp_gpu.bench.old_csv_reader import read_table
 
         def run():
             return read_table(path, "label")

@@ -262,9 +262,9 @@ def test_reading_stays_bounded_by_buffer_and_prefetch():
     ds = _Counting(n_chunks=50, rows=10)
     it = ds.batches(10, rng=np.random.default_rng(0), shuffle_buffer=2, prefetch=2)
     next(it)
-    time.sleep(0.3)  # the producer runs ahead until the queue is full, then waits
-    # 2 chunks in the buffer (20 rows = 2 batches), 2 batches queued, 1 handed out: <= 2 buffers read
-    assert ds.reads <= 4
+    time.sleep(0.3)  # the reader runs ahead until every buffer is full, then waits
+    # the buffer being cut into batches and 2 filled ahead, of 2 chunks each
+    assert ds.reads <= 6
     it.close()
     assert _batch_threads() == []
 
@@ -308,43 +308,36 @@ def test_leaving_the_loop_stops_the_thread_promptly(how):
 
 
 # -- the batch reader the training loop uses --------------------------------------------------------
-def test_reader_with_reused_slots_encode_and_transform_gives_the_documented_batches():
-    """reuse=True (views into a ring of slots), encode (labels -> targets, per chunk) and transform
-    (in place, per chunk) change where the rows live, not the order: the same batches as
-    ``batches()`` with the labels encoded and the features transformed."""
+def test_reader_with_encode_and_transform_gives_the_documented_batches():
+    """The reader hands out (buffer, labels, row indices): with encode (labels -> targets, per chunk)
+    and transform (in place, per chunk) the rows gathered are those of ``batches()``, encoded and
+    transformed, epoch after epoch from the same reused buffers."""
     from bp_gpu.data.batches import BatchReader
 
     n = 103
     X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
     ds = bd.from_arrays(X, np.arange(n) % 3, chunk_rows=10)
-    reader = BatchReader(ds, 7, shuffle_buffer=3, dtype=np.float64, prefetch=2, reuse=True,
+    reader = BatchReader(ds, 7, shuffle_buffer=3, dtype=np.float64, prefetch=2,
                          encode=lambda y: np.eye(3)[y], transform=lambda A: np.multiply(A, 2.0, out=A))
-    for epoch in range(2):  # the buffers are reused from epoch to epoch
+    buffers = set()
+    for epoch in range(2):
         want = list(ds.batches(7, rng=np.random.default_rng(epoch), shuffle_buffer=3, dtype=np.float64))
-        got = [(Xb.copy(), Tb.copy()) for Xb, Tb in reader.epoch(np.random.default_rng(epoch))]
+        got = []
+        for Xbuf, T, idx in reader.epoch(np.random.default_rng(epoch)):
+            buffers.add(Xbuf.__array_interface__["data"][0])
+            got.append((Xbuf[idx], T[idx]))
         assert len(got) == len(want)
         for (gX, gT), (wX, wy) in zip(got, want):
             np.testing.assert_array_equal(gX, 2 * wX)
             np.testing.assert_array_equal(gT, np.eye(3)[wy])
-
-
-def test_reused_slots_are_views_into_a_ring_of_prefetch_plus_two():
-    from bp_gpu.data.batches import BatchReader
-
-    ds = bd.from_arrays(np.arange(100.0).reshape(50, 2), np.arange(50), chunk_rows=5)
-    reader = BatchReader(ds, 4, prefetch=2, reuse=True)
-    bases = {X.__array_interface__["data"][0] for X, _ in reader.epoch(np.random.default_rng(0))}
-    assert len(bases) == 4  # prefetch + 2 slots, nothing allocated per batch
-    fresh = BatchReader(ds, 4, prefetch=2)
-    assert len({X.__array_interface__["data"][0] for X, _ in
-                [(X.copy(), y) for X, y in fresh.epoch(np.random.default_rng(0))]}) > 4
+    assert len(buffers) == 3  # prefetch + 1 buffers, reused from epoch to epoch
 
 
 def test_a_new_epoch_closes_the_previous_one():
     from bp_gpu.data.batches import BatchReader
 
     ds = _Counting(n_chunks=1000, rows=10, delay=0.001)
-    reader = BatchReader(ds, 10, reuse=True)
+    reader = BatchReader(ds, 10)
     first = reader.epoch(np.random.default_rng(0))
     next(first)
     second = reader.epoch(np.random.default_rng(1))

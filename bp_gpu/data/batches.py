@@ -1,11 +1,11 @@
-"""Epochs of shuffled host batches from a data set, read by a background thread.
+"""Epochs of shuffled batches from a data set: a background thread reads, the consumer gathers.
 
 The order, exactly (reproducible from the generator passed in):
 
 1. In the calling thread, when an epoch is started (``epoch_batches``, ``BatchReader.epoch``):
    ``order = rng.permutation(n_chunks)``, then ``seed = rng.integers(2**63)``. Nothing else touches
    ``rng``, so the caller may go on using it while the thread runs.
-2. The producer thread reads the chunks in ``order``, ``shuffle_buffer`` chunks at a time. Each
+2. The reader thread reads the chunks in ``order``, ``shuffle_buffer`` chunks at a time. Each
    buffer is the rows left over from the previous buffer (fewer than ``batch_size``) followed by
    the rows of its chunks; its rows are permuted with
    ``perm = np.random.default_rng(seed).permutation(len(buffer))`` (one generator for the epoch,
@@ -14,21 +14,24 @@ The order, exactly (reproducible from the generator passed in):
    to the next buffer.
 3. The last batch of the epoch holds what is left: between 1 and ``batch_size`` rows.
 
-Memory is bounded by the buffer, not the file. A ``BatchReader`` allocates the buffer once (room
-for the carried rows and the ``shuffle_buffer`` largest chunks) and reads every chunk straight
-into it (``Dataset._read_into``), so a row is copied twice on its way to a batch: once from the
-file into the buffer (decoded and converted there), once from the buffer into its batch. Batches
-gathered from the buffer wait in a queue of ``prefetch``; the consumer holds one more. With
-``reuse=True`` the batches themselves live in a ring of ``prefetch + 2`` preallocated slots (the
-queued ones, the consumer's and the one being written), so an epoch allocates nothing; each batch
-is then valid only until the next one is asked for.
+Who does what. The thread fills whole shuffle buffers: it reads every chunk straight into the
+buffer (``Dataset._read_into``: decoded and converted there, one copy from the file), applies
+``transform`` and ``encode`` (the classifier's standardisation and 0/1 targets), draws the
+buffer's permutation and hands the filled buffer over. The consumer cuts the batches from it,
+``X[idx]`` with ``idx`` a slice of the permutation: for training, a gather into the engine's batch
+buffer (or a GPU's pinned staging buffer), the same one gather per batch as training from arrays
+in memory. So the threads meet once per buffer, not once per batch, and the thread's work (reading,
+decoding, checking, converting) overlaps the steps.
 
-The thread reads and decodes (Arrow and NumPy release the GIL while they do; the row gather is a
-Numba loop that releases it too) while the consumer trains. An error in the thread is raised in
+Memory is bounded by the buffers, not the file: ``prefetch + 1`` buffers, allocated once per
+``BatchReader`` (the one being cut into batches and up to ``prefetch`` filled ahead), each with
+room for the carried rows and the ``shuffle_buffer`` largest chunks.
+
+Arrow and NumPy release the GIL while they read and convert. An error in the thread is raised in
 the consumer, at the batch where it happened. Closing the iterator (``close()``, leaving a ``for``
 loop with ``break``, an exception or KeyboardInterrupt in the loop, or dropping the last
 reference) stops the thread before it returns: the thread checks a stop flag between chunks and
-while waiting for room in the queue.
+while it waits for a free buffer or for room in the queue.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ if TYPE_CHECKING:
 THREAD_NAME = "bp_gpu.data.batches"
 
 _DONE = object()
+_WAIT = 0.05  # seconds between looks at the stop flag while waiting
 
 
 class _Stopped(Exception):
-    """The consumer went away: the producer unwinds quietly."""
+    """The consumer went away: the reader unwinds quietly."""
 
 
 class _Failure:
@@ -67,16 +71,16 @@ def _positive_int(name: str, v: Any) -> int:
 
 
 class BatchReader:
-    """Epochs of ``(X (B, d), y)`` batches of ``dataset`` in the order the module docstring defines,
-    from memory allocated once for every epoch.
+    """Epochs of batches of ``dataset`` in the order the module docstring defines, from buffers
+    allocated once for every epoch.
 
-    ``dtype``: float32 or float64, the features' type. ``transform(X)``, if given, changes each
-    chunk's features in place right after they are read (the classifier's standardisation).
-    ``encode(y) -> T``, if given, turns each chunk's raw labels into a ``(rows, O)`` array (the
-    classifier's 0/1 targets), and batches then carry ``T (B, O)`` of ``dtype`` instead of the raw
-    labels. ``reuse``: batches are views into a ring of preallocated slots, each valid until the
-    next batch is requested (see the module docstring); otherwise every batch is a new array.
-    Both functions run in the reader's thread.
+    ``epoch(rng)`` yields ``(X, Y, idx)``: the batch is ``X[idx]`` (features, ``dtype``) with labels
+    ``Y[idx]``, where ``X`` (n, d) and ``Y`` are the current shuffle buffer's and ``idx`` (B,) int64
+    row indices into them; all three are valid until the next batch is requested. ``Y`` is
+    ``encode``'s targets (n, O) of ``dtype`` when ``encode`` is given, else the raw labels, or
+    ``None`` without a target column. ``transform(X)``, if given, changes each chunk's features in
+    place right after they are read. ``encode(y) -> T`` turns each chunk's raw labels into a
+    ``(rows, O)`` array. Both run in the reader's thread.
     """
 
     def __init__(
@@ -86,10 +90,9 @@ class BatchReader:
         *,
         shuffle_buffer: int = 4,
         dtype: np.dtype | type = np.float32,
-        prefetch: int = 2,
+        prefetch: int = 1,
         transform: Callable[[np.ndarray], None] | None = None,
         encode: Callable[[np.ndarray], np.ndarray] | None = None,
-        reuse: bool = False,
     ) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
         self.shuffle_buffer = _positive_int("shuffle_buffer", shuffle_buffer)
@@ -98,15 +101,14 @@ class BatchReader:
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {dt}")
         self.dataset, self.dtype = dataset, dt
-        self.transform, self.encode, self.reuse = transform, encode, bool(reuse)
-        self._X: np.ndarray | None = None  # the shuffle buffer (rows, d), allocated on first use
-        self._T: np.ndarray | None = None  # encoded labels of the buffer's rows (rows, O)
-        self._ring: list[list[np.ndarray | None]] = []  # reuse: [X slot, T slot] per slot
+        self.transform, self.encode = transform, encode
+        self._X: list[np.ndarray] = []  # the shuffle buffers (rows, d), allocated on first use
+        self._T: list[np.ndarray | None] = []  # their encoded labels (rows, O)
         self._active: weakref.ref | None = None
 
-    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """One epoch of batches; draws its chunk order and shuffle seed from ``rng`` now. Starting
-        an epoch closes the reader's previous one (they share the buffers)."""
+    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, Any, np.ndarray]]:
+        """One epoch of ``(X, Y, idx)``; draws its chunk order and shuffle seed from ``rng`` now.
+        Starting an epoch closes the reader's previous one (they share the buffers)."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
         previous = self._active() if self._active is not None else None
@@ -121,12 +123,16 @@ class BatchReader:
         return epoch
 
     # -- the two threads --------------------------------------------------------------------------
-    def _consume(self, order: np.ndarray, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def _consume(self, order: np.ndarray, seed: int) -> Iterator[tuple[np.ndarray, Any, np.ndarray]]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        free = [threading.Event() for _ in range(self.prefetch + 1)]  # set: the buffer may be refilled
+        for e in free:
+            e.set()
         stop = threading.Event()
-        # The thread gets the queue and the flag, never this generator: dropping the generator's last
-        # reference then finalises it at once, which runs the `finally` below and stops the thread.
-        thread = threading.Thread(target=self._produce, args=(order, seed, q, stop), name=THREAD_NAME, daemon=True)
+        # The thread gets the queue and the flags, never this generator: dropping the generator's
+        # last reference then finalises it at once, which runs the `finally` below and stops it.
+        thread = threading.Thread(target=self._produce, args=(order, seed, q, free, stop), name=THREAD_NAME,
+                                  daemon=True)
         thread.start()
         try:
             while True:
@@ -135,7 +141,10 @@ class BatchReader:
                     return
                 if isinstance(item, _Failure):
                     raise item.exc
-                yield item
+                b, X, Y, batches = item
+                for idx in batches:
+                    yield X, Y, idx
+                free[b].set()
         finally:
             stop.set()
             thread.join()
@@ -144,55 +153,38 @@ class BatchReader:
         ds = self.dataset
         rows = np.sort(ds.chunk_rows())
         capacity = self.batch_size - 1 + int(rows[-self.shuffle_buffer:].sum()) if len(rows) else 0
-        if self._X is None or self._X.shape[0] < capacity:
-            self._X = np.empty((capacity, ds.n_features), self.dtype)
-            self._T = None
-        if self.reuse and not self._ring:
-            self._ring = [[np.empty((self.batch_size, ds.n_features), self.dtype), None]
-                          for _ in range(self.prefetch + 2)]
+        if not self._X or self._X[0].shape[0] < capacity:
+            self._X = [np.empty((capacity, ds.n_features), self.dtype) for _ in range(self.prefetch + 1)]
+            self._T = [None] * (self.prefetch + 1)
 
-    def _batch(self, n: int, idx: np.ndarray, y: np.ndarray | None, turn: int) -> tuple[np.ndarray, Any]:
-        """The rows ``idx`` of the buffer's first ``n`` rows, as a batch (in ring slot ``turn``)."""
-        B, has_y = len(idx), self.dataset.target is not None
-        if self.reuse:
-            slot = self._ring[turn % len(self._ring)]
-            Xb = slot[0][:B]
-        else:
-            Xb = np.empty((B, self.dataset.n_features), self.dtype)
-        take_rows(self._X[:n], idx, Xb)
-        if not has_y:
-            return Xb, None
-        if self.encode is None:
-            return Xb, y[idx]
-        T = self._T
-        if self.reuse:
-            if slot[1] is None:
-                slot[1] = np.empty((self.batch_size, T.shape[1]), self.dtype)
-            Tb = slot[1][:B]
-        else:
-            Tb = np.empty((B, T.shape[1]), self.dtype)
-        take_rows(T[:n], idx, Tb)
-        return Xb, Tb
-
-    def _store_labels(self, y: np.ndarray, lo: int, hi: int) -> None:
+    def _store_labels(self, b: int, y: np.ndarray, lo: int, hi: int) -> None:
         T = self.encode(y)
-        if self._T is None or self._T.shape[1] != T.shape[1]:
-            self._T = np.empty((self._X.shape[0], T.shape[1]), self.dtype)
-        self._T[lo:hi] = T
+        if self._T[b] is None or self._T[b].shape[1] != T.shape[1]:
+            self._T[b] = np.empty((self._X[b].shape[0], T.shape[1]), self.dtype)
+        self._T[b][lo:hi] = T
 
-    def _produce(self, order: np.ndarray, seed: int, q: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, order: np.ndarray, seed: int, q: queue.Queue, free: list[threading.Event],
+                 stop: threading.Event) -> None:
         try:
             self._allocate()
-            ds, bs, X = self.dataset, self.batch_size, self._X
+            ds, bs = self.dataset, self.batch_size
             shuffle = np.random.default_rng(seed)
             has_y, raw = ds.target is not None, self.encode is None
             rows = ds.chunk_rows()
-            carry = 0  # rows carried over, at the front of the buffer
-            carry_y = None
             chunks = iter(order)
-            turn = 0
-            while True:
-                pos, ys = carry, ([carry_y] if carry_y is not None else [])
+            prev, carry, carry_y = None, np.empty(0, np.int64), None  # rows of buffer `prev` to carry
+            b, last = 0, False
+            while not last:
+                _wait(free[b], stop)
+                free[b].clear()
+                X, c = self._X[b], len(carry)
+                if c:  # the carried rows first (buffer `prev` is only read, by both threads)
+                    X[:c] = self._X[prev][carry]
+                    if has_y and not raw:
+                        if self._T[b] is None:
+                            self._T[b] = np.empty_like(self._T[prev])
+                        self._T[b][:c] = self._T[prev][carry]
+                pos, ys = c, ([carry_y] if c and has_y and raw else [])
                 for _ in range(self.shuffle_buffer):
                     if stop.is_set():
                         raise _Stopped
@@ -200,32 +192,28 @@ class BatchReader:
                     if i is None:
                         break
                     end = pos + int(rows[i])
-                    c = ds._read_into(int(i), X[pos:end])
+                    chunk = ds._read_into(int(i), X[pos:end])
                     if self.transform is not None:
                         self.transform(X[pos:end])
                     if has_y:
                         if raw:
-                            ys.append(c.y)
+                            ys.append(chunk.y)
                         else:
-                            self._store_labels(c.y, pos, end)
+                            self._store_labels(b, chunk.y, pos, end)
                     pos = end
-                if pos == carry:  # no chunk left: the carried rows are the last batch
-                    break
-                y = np.concatenate(ys) if has_y and raw else None
-                perm = shuffle.permutation(pos)
-                full = pos - pos % bs
-                for s in range(0, full, bs):
-                    _put(q, self._batch(pos, perm[s:s + bs], y, turn), stop)
-                    turn += 1
-                rest = perm[full:]
-                carry = len(rest)
-                X[:carry] = X[rest]  # the fancy index copies first, so the overlap is safe
-                if y is not None:
-                    carry_y = y[rest]
-                elif has_y:
-                    self._T[:carry] = self._T[rest]
-            if carry:
-                _put(q, self._batch(carry, np.arange(carry), carry_y, turn), stop)
+                Y = None
+                if has_y:
+                    Y = (np.concatenate(ys) if ys else None) if raw else self._T[b]
+                if pos == c:  # no chunk left: the carried rows are the last batch
+                    batches, last = ([np.arange(c)] if c else []), True
+                else:
+                    perm = shuffle.permutation(pos)
+                    full = pos - pos % bs
+                    batches = [perm[s:s + bs] for s in range(0, full, bs)]
+                    carry = perm[full:]
+                    carry_y = Y[carry] if has_y and raw else None
+                _put(q, (b, X[:pos], None if Y is None else Y[:pos], batches), stop)
+                prev, b = b, (b + 1) % len(free)
             _put(q, _DONE, stop)
         except _Stopped:
             return
@@ -243,12 +231,28 @@ def epoch_batches(
     rng: np.random.Generator,
     shuffle_buffer: int = 4,
     dtype: np.dtype | type = np.float32,
-    prefetch: int = 2,
+    prefetch: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """One epoch of ``(X (B, d) C-contiguous dtype, y (B,) or None)`` batches of ``dataset``, each
     a new array, in the order the module docstring defines. ``rng`` is a ``numpy.random.Generator``."""
     reader = BatchReader(dataset, batch_size, shuffle_buffer=shuffle_buffer, dtype=dtype, prefetch=prefetch)
-    return reader.epoch(rng)
+    return _gathered(reader.epoch(rng))
+
+
+def _gathered(rows: Iterator[tuple[np.ndarray, Any, np.ndarray]]) -> Iterator[tuple[np.ndarray, Any]]:
+    try:
+        for X, Y, idx in rows:
+            Xb = np.empty((len(idx), X.shape[1]), X.dtype)
+            take_rows(X, idx, Xb)
+            yield Xb, None if Y is None else Y[idx]
+    finally:
+        rows.close()
+
+
+def _wait(event: threading.Event, stop: threading.Event) -> None:
+    while not event.wait(_WAIT):
+        if stop.is_set():
+            raise _Stopped
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
@@ -256,7 +260,7 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
         if stop.is_set():
             raise _Stopped
         try:
-            q.put(item, timeout=0.05)
+            q.put(item, timeout=_WAIT)
             return
         except queue.Full:
             continue

@@ -235,7 +235,7 @@ class Dataset(abc.ABC):
         rng: np.random.Generator,
         shuffle_buffer: int = 4,
         dtype: np.dtype | type = np.float32,
-        prefetch: int = 2,
+        prefetch: int = 1,
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """One epoch of ``(X (B, d) dtype C-contiguous, y (B,))`` batches, read by a background
         thread; see ``bp_gpu.data.batches.epoch_batches`` for the exact order and memory bound."""
