@@ -21,3 +21,13 @@ def test_own_training_loop_script_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     accuracy = float(out.stdout.strip().splitlines()[-1].split()[-1])
     assert accuracy > 0.97
+
+
+def test_training_from_files_script_runs(tmp_path):
+    script = tmp_path / "from_files.py"
+    script.write_text(_section_code("files"))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    accuracy = float(out.stdout.strip().splitlines()[-1].split()[-1])
+    assert accuracy > 0.9
+    assert (tmp_path / "model.onnx").exists() and (tmp_path / "model.npz").exists()
