@@ -17,10 +17,11 @@ the bench's data and initial weights), trained with the classifier's epoch loop
 - ``parquet``: the same rows in a Parquet file (pyarrow's defaults: snappy, dictionary encoding
   tried; row groups of 32,768 rows, ~3.7 MB of features), streamed the same way.
 
-Each mode runs in a fresh process (modes alternate, ``--repeats`` times); a process trains
-``--epochs`` epochs and reports the median epoch after the first (the first includes compiling
-and the page cache). Throughput is samples/s of that median; the table gives the median over the
-processes and the ratio to ``memory``.
+A fresh process (``--repeats`` of them) builds one network per mode, from the same initial weights,
+and trains ``--epochs`` rounds after a warm-up round (compiling, the page cache); a round is one
+epoch of each mode in turn, so the slow and fast periods of a shared machine hit every mode alike.
+Per process: each mode's median epoch, and its median ratio to the ``memory`` epoch of the same
+round. The table gives the medians over the processes.
 
 ``--large-gb N``: an N GB ``.npy`` and Parquet file of the same kind of rows (written chunk by chunk
 under ``--dir``), one epoch of ``MLPClassifier.fit`` from each, peak resident memory (VmHWM).
@@ -107,7 +108,10 @@ def write_large(d: str, gb: float) -> dict[str, str]:
 
 
 # -- measurements, each in a fresh process -------------------------------------------------------------
-def child_throughput(mode: str, path: str | None, epochs: int) -> dict:
+def child_throughput(modes: list[str], paths: dict[str, str], epochs: int) -> dict:
+    """One process: a network per mode (the same initial weights) and epochs in rounds, each round one
+    epoch of every mode in turn, so slow and fast periods of a shared machine hit every mode alike.
+    The first round warms up (compiling, the page cache) and is not counted."""
     import numpy as np
     from bp_gpu.bench.workloads import WORKLOADS, initial_weights, make_data
 
@@ -120,27 +124,36 @@ def child_throughput(mode: str, path: str | None, epochs: int) -> dict:
 
     w = WORKLOADS["W1"]
     weights = initial_weights(w)
-    net = bp_gpu.MLP(w.sizes, dtype="float32", backend="cpu")
-    net.set_weights(weights)
-    eng = net._engine
-    eng.ensure_capacity(w.batch)
-    opt = SGD(net, 0.1)
-    if mode == "memory":
-        X, T = make_data(w)
-        source = ArraySource(eng, X, T, w.batch, "device")
-    else:
-        ds = bd.open(path, target=28 if mode == "npy" else "label")
-        encode = LabelEncoder("binary", ds.labels(), np.float32)
-        source = DatasetSource(eng, ds, w.batch, n_outputs=1, encode=encode)
-    rng = np.random.default_rng(0)
-    times, losses = [], []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        losses.append(run_epoch(net, opt, source, rng))
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times[1:])
-    return {"mode": mode, "epoch_s": med, "times": times, "samples_per_s": w.samples / med, "loss": losses[-1],
-            "peak_rss_mb": _status_kb("VmHWM") / 1024, "load": os.getloadavg()}
+    runs = {}
+    for mode in modes:
+        net = bp_gpu.MLP(w.sizes, dtype="float32", backend="cpu")
+        net.set_weights(weights)
+        eng = net._engine
+        eng.ensure_capacity(w.batch)
+        if mode == "memory":
+            X, T = make_data(w)
+            source = ArraySource(eng, X, T, w.batch, "device")
+        else:
+            ds = bd.open(paths[mode], target=28 if mode == "npy" else "label")
+            source = DatasetSource(eng, ds, w.batch, n_outputs=1,
+                                   encode=LabelEncoder("binary", ds.labels(), np.float32))
+        runs[mode] = (net, SGD(net, 0.1), source, np.random.default_rng(0), [], [])
+    for _ in range(epochs + 1):
+        for mode in modes:
+            net, opt, source, rng, times, losses = runs[mode]
+            t0 = time.perf_counter()
+            losses.append(run_epoch(net, opt, source, rng))
+            times.append(time.perf_counter() - t0)
+    out = {"load": os.getloadavg(), "modes": {}}
+    for mode in modes:
+        times, losses = runs[mode][4][1:], runs[mode][5]
+        med = statistics.median(times)
+        out["modes"][mode] = {"epoch_s": med, "min_s": min(times), "times": times, "samples_per_s": w.samples / med,
+                              "loss": losses[-1]}
+        if mode != "memory" and "memory" in runs:
+            ratios = [m / f for m, f in zip(runs["memory"][4][1:], times)]  # same round, adjacent epochs
+            out["modes"][mode]["ratio_to_memory"] = statistics.median(ratios)
+    return out
 
 
 def child_large(mode: str, path: str) -> dict:
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.child:
         kind, *rest = a.child
-        res = (child_throughput(rest[0], rest[1] if rest[1] != "-" else None, int(rest[2])) if kind == "throughput"
+        res = (child_throughput(rest[0].split(","), json.loads(rest[1]), int(rest[2])) if kind == "throughput"
                else child_large(rest[0], rest[1]) if kind == "large" else child_onnx(rest[0], int(rest[1])))
         print(json.dumps(res))
         return 0
@@ -219,19 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"load_start": os.getloadavg(), "throughput": [], "large": [], "onnx": None}
     modes = a.modes.split(",")
     for r in range(a.repeats):
-        for m in modes:
-            res = _child(["throughput", m, paths.get(m, "-"), str(a.epochs)])
-            results["throughput"].append(res)
-            print(f"repeat {r + 1}/{a.repeats} {m:8s} median epoch {res['epoch_s'] * 1e3:7.1f} ms "
-                  f"({res['samples_per_s']:,.0f} samples/s), peak RSS {res['peak_rss_mb']:.0f} MB, "
-                  f"load {res['load'][0]:.2f}", flush=True)
-    med = {m: statistics.median(x["epoch_s"] for x in results["throughput"] if x["mode"] == m) for m in modes}
-    print(f"\n{'mode':8s} {'epoch ms (median of processes, min-max)':>42s} {'samples/s':>12s} {'x memory':>9s}")
+        res = _child(["throughput", ",".join(modes), json.dumps(paths), str(a.epochs)])
+        results["throughput"].append(res)
+        print(f"process {r + 1}/{a.repeats} (load {res['load'][0]:.2f}): " + ", ".join(
+            f"{m} {x['epoch_s'] * 1e3:.1f} ms" + (f" ({x['ratio_to_memory']:.2f}x memory)" if "ratio_to_memory" in x
+                                                   else "") for m, x in res["modes"].items()), flush=True)
+    print(f"\n{'mode':8s} {'median epoch ms (min-max over processes)':>40s} {'samples/s':>12s} {'x memory':>9s}")
     for m in modes:
-        xs = [x["epoch_s"] * 1e3 for x in results["throughput"] if x["mode"] == m]
-        ratio = med["memory"] / med[m] if "memory" in med else float("nan")
-        print(f"{m:8s} {statistics.median(xs):20.1f} ({min(xs):.1f}-{max(xs):.1f}) {262_144 / med[m]:>12,.0f} "
-              f"{ratio:9.2f}")
+        xs = [res["modes"][m]["epoch_s"] for res in results["throughput"]]
+        ratios = [res["modes"][m].get("ratio_to_memory", 1.0) for res in results["throughput"]]
+        print(f"{m:8s} {statistics.median(xs) * 1e3:18.1f} ({min(xs) * 1e3:.1f}-{max(xs) * 1e3:.1f}) "
+              f"{262_144 / statistics.median(xs):>12,.0f} {statistics.median(ratios):9.2f}")
     if a.large_gb:
         large = write_large(a.dir, a.large_gb)
         for m in ("npy", "parquet"):

@@ -665,13 +665,15 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     # -- data sets -----------------------------------------------------------------------------
     @staticmethod
-    def _check_no_y(ds: Dataset, y: Any, method: str) -> None:
+    def _check_trainable(ds: Dataset, y: Any, method: str) -> None:
         if y is not None:
             raise TypeError(f"{method}(dataset) takes the labels from the data set's target column "
                             f"({ds.target!r}); do not pass y")
         if ds.target is None:
             raise ValueError(f"{ds.path}: the data set has no target column; open it with target=... to "
                              "train on it (bp_gpu.data.open(path, target='label'))")
+        if ds.n_rows == 0:
+            raise ValueError(f"{ds.path}: the data set has no rows")
 
     def _dataset_targets(
         self, ds: Dataset, dtype: np.dtype, classes: np.ndarray | None = None
@@ -741,7 +743,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     def _fit_dataset(self, ds: Dataset, y: Any, monitor: TrainingMonitor | None) -> MLPClassifier:
         p = self._checked_params()
-        self._check_no_y(ds, y, "fit")
+        self._check_trainable(ds, y, "fit")
         kind, classes, encode = self._dataset_targets(ds, p["dtype"])
         net, state, split_rng = self._fresh(p, ds.n_features, 1 if kind == BINARY else len(classes))
         train_ds, validate = ds, None
@@ -758,7 +760,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     def _partial_fit_dataset(self, ds: Dataset, y: Any, classes: Any, p: dict[str, Any], epochs: int,
                              monitor: TrainingMonitor | None) -> MLPClassifier:
-        self._check_no_y(ds, y, "partial_fit")
+        self._check_trainable(ds, y, "partial_fit")
         if not hasattr(self, "net_"):
             cls = None if classes is None else self._given_classes(classes)
             kind, cls, encode = self._dataset_targets(ds, p["dtype"], cls)

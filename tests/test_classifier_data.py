@@ -126,6 +126,8 @@ def test_data_set_argument_errors(rng):
         MLPClassifier(**KW).fit(bd.from_arrays(X, y), y)
     with pytest.raises(ValueError, match="no target column"):
         MLPClassifier(**KW).fit(bd.from_arrays(X))
+    with pytest.raises(ValueError, match="the data set has no rows"):
+        MLPClassifier(**KW).fit(bd.from_arrays(X[:0], y[:0]))
     with pytest.raises(ValueError, match="only one class"):
         MLPClassifier(**KW).fit(bd.from_arrays(X, np.zeros(50)))
     clf = MLPClassifier(**KW).fit(X, y)
