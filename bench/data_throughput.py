@@ -26,6 +26,9 @@ round. The table gives the medians over the processes.
 ``--large-gb N``: an N GB ``.npy`` and Parquet file of the same kind of rows (written chunk by chunk
 under ``--dir``), one epoch of ``MLPClassifier.fit`` from each, peak resident memory (VmHWM).
 
+``--reader``: each source's batches alone, without training: CPU time (all threads) and wall
+time per epoch, the cost of feeding the loop.
+
 ``--onnx``: a W1-shaped classifier (trained one epoch), ``predict_proba`` on the 262,144 rows by
 bp_gpu (CPU backend) and by ONNX Runtime's CPU provider on the exported model.
 """
@@ -156,6 +159,43 @@ def child_throughput(modes: list[str], paths: dict[str, str], epochs: int) -> di
     return out
 
 
+def child_reader(modes: list[str], paths: dict[str, str], epochs: int) -> dict:
+    """The batches alone, without training: CPU seconds (user + system, every thread of the process)
+    and wall seconds per epoch of each source, i.e. what feeding the loop costs."""
+    import resource
+
+    import numpy as np
+    from bp_gpu.bench.workloads import WORKLOADS, make_data
+
+    import bp_gpu
+    import bp_gpu.data as bd
+    from bp_gpu.classifier import LabelEncoder
+    from bp_gpu.dataset_source import DatasetSource
+    from bp_gpu.train import ArraySource
+
+    w = WORKLOADS["W1"]
+    eng = bp_gpu.MLP(w.sizes, dtype="float32", backend="cpu")._engine
+    out: dict = {"load": os.getloadavg(), "modes": {}}
+    for mode in modes:
+        if mode == "memory":
+            X, T = make_data(w)
+            source = ArraySource(eng, X, T, w.batch, "device")
+        else:
+            ds = bd.open(paths[mode], target=28 if mode == "npy" else "label")
+            source = DatasetSource(eng, ds, w.batch, n_outputs=1,
+                                   encode=LabelEncoder("binary", ds.labels(), np.float32))
+        rng, cpu, wall = np.random.default_rng(0), [], []
+        for _ in range(epochs + 1):
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            for _batch in source.epoch(rng):
+                pass
+            r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+            wall.append(t1 - t0)
+        out["modes"][mode] = {"cpu_s": statistics.median(cpu[1:]), "wall_s": statistics.median(wall[1:])}
+    return out
+
+
 def child_large(mode: str, path: str) -> dict:
     import numpy as np
 
@@ -218,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--large-gb", type=float, default=0.0)
     p.add_argument("--onnx", action="store_true")
+    p.add_argument("--reader", action="store_true", help="also the batches alone: CPU and wall time per epoch")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         kind, *rest = a.child
-        res = (child_throughput(rest[0].split(","), json.loads(rest[1]), int(rest[2])) if kind == "throughput"
-               else child_large(rest[0], rest[1]) if kind == "large" else child_onnx(rest[0], int(rest[1])))
+        if kind in ("throughput", "reader"):
+            fn = child_throughput if kind == "throughput" else child_reader
+            res = fn(rest[0].split(","), json.loads(rest[1]), int(rest[2]))
+        else:
+            res = child_large(rest[0], rest[1]) if kind == "large" else child_onnx(rest[0], int(rest[1]))
         print(json.dumps(res))
         return 0
     os.makedirs(a.dir, exist_ok=True)
@@ -237,12 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"process {r + 1}/{a.repeats} (load {res['load'][0]:.2f}): " + ", ".join(
             f"{m} {x['epoch_s'] * 1e3:.1f} ms" + (f" ({x['ratio_to_memory']:.2f}x memory)" if "ratio_to_memory" in x
                                                    else "") for m, x in res["modes"].items()), flush=True)
-    print(f"\n{'mode':8s} {'median epoch ms (min-max over processes)':>40s} {'samples/s':>12s} {'x memory':>9s}")
-    for m in modes:
+    if a.repeats:
+        print(f"\n{'mode':8s} {'median epoch ms (min-max over processes)':>40s} {'samples/s':>12s} {'x memory':>9s}")
+    for m in modes if a.repeats else []:
         xs = [res["modes"][m]["epoch_s"] for res in results["throughput"]]
         ratios = [res["modes"][m].get("ratio_to_memory", 1.0) for res in results["throughput"]]
         print(f"{m:8s} {statistics.median(xs) * 1e3:18.1f} ({min(xs) * 1e3:.1f}-{max(xs) * 1e3:.1f}) "
               f"{262_144 / statistics.median(xs):>12,.0f} {statistics.median(ratios):9.2f}")
+    if a.reader:
+        res = results["reader"] = _child(["reader", ",".join(modes), json.dumps(paths), str(a.epochs)])
+        for m, x in res["modes"].items():
+            print(f"batches alone, {m:8s}: {x['cpu_s'] * 1e3:6.1f} ms CPU, {x['wall_s'] * 1e3:6.1f} ms wall per epoch",
+                  flush=True)
     if a.large_gb:
         large = write_large(a.dir, a.large_gb)
         for m in ("npy", "parquet"):
