@@ -153,7 +153,8 @@ def test_data_errors_are_one_line_and_say_what_is_wrong(capsys, parquet_model, t
         (["train", tmp_path / "inf.csv", "--target", "label"], "inf.csv: line 3, column 'b': inf; features must be"),
         (["train", d / "d.parquet", "--target", "label", "--header"], "--header applies to CSV files only"),
         (["train", tmp_path / "nope.csv", "--target", "label"], "nope.csv: no such file or directory"),
-        (["predict", d / "m.npz", d / "d.parquet"], "column 'label' has type string; feature columns must be"),
+        (["predict", d / "m.npz", d / "d.parquet"], "feature columns must be numeric; if it is the label, name it "
+                                                     "with --target"),
     ]
     for args, fragment in cases:
         code, _, err = run(capsys, *args)

@@ -154,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
     from ._dataset import open_data
 
     clf = load(args.model, backend=None if args.backend == "auto" else args.backend)
-    data = open_data(args, args.target, clf)
+    try:
+        data = open_data(args, args.target, clf)
+    except ValueError as exc:
+        if args.target is None and "feature columns must be numeric" in str(exc):
+            raise CLIError(f"{exc}; if it is the label, name it with --target") from None
+        raise
     if data.n_features != clf.n_features_in_:
         hint = "" if args.target else "; if one column is the label, name it with --target"
         raise CLIError(
