@@ -26,18 +26,20 @@ so training resumes exactly); ``early_stopping_fit``;
 with each ``W_l`` row-major, P the number of parameters.
 
 Files are written to a temporary file in the target directory and renamed over the target
-(``os.replace``), so a crash never leaves a half-written model under the final name.
+(``os.replace``), so a crash never leaves a half-written model under the final name; a killed
+writer's temporary is removed by the next save to the same path (``bp_gpu._files``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
+
+from ._files import atomic_write
 
 FORMAT_NAME = "bp_gpu.MLPClassifier"
 FORMAT_VERSION = 2
@@ -123,22 +125,8 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
 def save(clf: Any, path: Any) -> None:
     """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
     arrays = to_arrays(clf)
-    path = os.fspath(path)
-    target_dir = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=target_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get.
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _schedule(kind: str, peak: float, warmup_steps: int, total_steps: int, final: float) -> Any:
