@@ -434,7 +434,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
         ``monitor`` (optional) gets ``on_batch(n_rows)`` and ``on_epoch(EpochInfo)`` calls (see
         ``bp_gpu.train``). If anything fails (bad input, divergence) the estimator is left exactly
-        as it was; Ctrl-C stops cleanly with the model of the last completed epoch.
+        as it was. Ctrl-C stops cleanly: after at least one completed epoch ``fit`` returns with the
+        model of the last completed epoch (a RuntimeWarning says how many); before the first epoch
+        completes nothing is committed, the KeyboardInterrupt propagates and the estimator is as it
+        was (still unfitted, or the previous model).
         """
         p = self._checked_params()
         Xh = self._host_X(X)
@@ -472,7 +475,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         equals ``fit`` for k + j (without early stopping, which ``partial_fit`` does not use).
         ``learning_rate``, ``momentum``, ``weight_decay``, ``batch_size``, ``verbose`` may change
         between calls; the architecture, optimizer kind, dtype, backend and convention may not.
-        A failed call leaves the model as it was.
+        A failed call leaves the model as it was; Ctrl-C as in ``fit``.
         """
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)

@@ -423,6 +423,26 @@ def test_ctrl_c_keeps_last_completed_epoch(rng):
     _assert_same_model(clf, MLPClassifier(epochs=4, **KW).fit(X, y))
 
 
+def test_ctrl_c_before_the_first_epoch_commits_nothing(rng):
+    X, y = _small(rng)
+    unfitted = MLPClassifier(epochs=10, **KW)
+    with pytest.raises(KeyboardInterrupt):
+        unfitted.fit(X, y, monitor=_InterruptAt(1))
+    assert not hasattr(unfitted, "net_") and not hasattr(unfitted, "n_iter_")
+
+    clf = MLPClassifier(epochs=2, **KW).fit(X, y)
+    before, net = [w.copy() for w in _weights(clf)], clf.net_
+    for call in (lambda: clf.fit(X, y, monitor=_InterruptAt(1)),
+                 lambda: clf.partial_fit(X, y, monitor=_InterruptAt(1))):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        assert clf.net_ is net and clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
+        for a, b in zip(before, _weights(clf)):
+            np.testing.assert_array_equal(a, b)
+    clf.partial_fit(X, y)  # and the model trains on as if nothing had happened
+    _assert_same_model(clf, MLPClassifier(epochs=3, **KW).fit(X, y))
+
+
 def test_early_stopping_keeps_the_best_epoch(rng):
     X, y = _small(rng, n=120, k=3)
     seen = []

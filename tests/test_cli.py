@@ -1,8 +1,12 @@
 """`bp-gpu demo`, `train`, `predict`, run as a user runs them (subprocess) on small files."""
 
 import csv
+import os
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -277,3 +281,47 @@ def test_non_numeric_feature_is_located(tmp_path):
 def test_bad_option_values_are_usage_errors(table):
     r = cli("train", table[0] / "train.csv", "--target", "label", "--hidden", "64,x")
     assert r.returncode == 2 and "expected comma-separated layer widths" in r.stderr
+
+
+def test_ctrl_c_before_the_first_epoch_leaves_out_as_it_was(tmp_path):
+    # A real SIGINT to a run whose first epoch takes seconds (50,000 rows through 2048 x 2048).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50_000, 20)).astype(np.float32)
+    np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    keep = tmp_path / "keep.npz"
+    bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", seed=0).fit(X[:50], X[:50, 0] > 0).save(keep)
+    before, inode = keep.read_bytes(), keep.stat().st_ino
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bp_gpu.cli", "train", tmp_path / "big.npz", "--target", "y", "--hidden",
+         "2048,2048", "--epochs", "100", "--backend", "cpu", "--out", keep],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # SIGINT as at a terminal, even where this test runs with it ignored (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no start line within 120 s"
+        line = proc.stdout.readline()
+        assert line.startswith("training on 50000 rows"), line  # past the imports and the data
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == f"bp-gpu train: interrupted before the first epoch completed; {keep} was left as it was"
+    assert "Traceback" not in err and "saved" not in out
+    assert keep.read_bytes() == before and keep.stat().st_ino == inode
+    assert sorted(os.listdir(tmp_path)) == ["big.npz", "keep.npz"]
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_unwritable_targets_are_found_before_training(tmp_path, table, option):
+    bad = tmp_path / "no" / "such" / ("m.npz" if option == "--out" else "c.png")
+    args = ["train", table[0] / "train.csv", "--target", "label", "--epochs", 3, "--backend", "cpu",
+            "--checkpoint-every", 1, option, bad]
+    if option == "--plot":
+        args += ["--out", tmp_path / "m.npz"]
+    r = cli(*args)
+    _one_line_error(r, f"bp-gpu train: error: cannot write {bad}: the directory {bad.parent} does not exist")
+    assert r.stdout == "" and os.listdir(tmp_path) == []  # nothing trained, nothing written

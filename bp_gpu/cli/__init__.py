@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("bp-gpu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # its message, if any, says what was kept
+        print(f"bp-gpu {args.command}: interrupted{f' {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ of very different ranges). Hyperparameters default to ``bp_gpu.MLPClassifier``'s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -137,11 +138,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._files import check_writable
     from ..classifier import MLPClassifier
     from ..persistence import load
     from ._data import read_table
     from ._progress import ProgressMonitor, save_curves
 
+    for path in (args.out, args.plot):
+        if path:
+            check_writable(path)  # a bad --out is found now, not after the training
     X, y = read_table(args.data, args.target, args.features)
     if args.resume:
         clf = load(args.resume, backend=None if args.backend == "auto" else args.backend)
@@ -175,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
     )
+    what = (f"epochs {clf.n_iter_ + 1}-{args.epochs} of {args.resume}" if args.resume
+            else f"{remaining} epoch(s)")
+    print(f"training on {X.shape[0]} rows, {X.shape[1]} features of {args.data}: {what}, saving to {args.out}",
+          flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -183,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
                 clf.partial_fit(X, y, epochs=remaining, monitor=monitor)
             else:
                 clf.fit(X, y, monitor=monitor)
+        except KeyboardInterrupt:
+            # fit/partial_fit committed nothing (no epoch completed): there is nothing to save.
+            kept = "was left as it was" if os.path.exists(args.out) else "was not written"
+            raise KeyboardInterrupt(f"before the first epoch completed; {args.out} {kept}") from None
         finally:
             monitor.close()
     seconds = time.perf_counter() - t0
