@@ -162,9 +162,18 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         rounding; it changes the saved network.
     dtype : {"float32", "float64"}, default "float32"
     backend : {"auto", "cpu", "cuda"}, default "auto"
+    random_state : None, int >= 0, numpy.random.Generator or numpy.random.RandomState, default None
+        The source of the initial weights, the shuffle order and the early-stopping split: three
+        independent streams of one ``numpy.random.SeedSequence``, drawn on the host so cpu and cuda
+        agree to rounding. As in scikit-learn: an int gives the same model at every ``fit``; None
+        draws the seed from NumPy's global RandomState (every fit differs; ``np.random.seed`` makes
+        it reproducible); a Generator or RandomState is drawn from, so its state advances and two
+        fits with the same instance differ. Only ``fit`` (and a first ``partial_fit``) use it: later
+        ``partial_fit`` calls continue the model's own shuffle generator. A saved model stores an int,
+        or None for None and for an instance (the file keeps the shuffle generator's state instead).
     seed : int >= 0 or None, default None
-        Seeds the initial weights, the shuffle order and the early-stopping split (all drawn on the
-        host with NumPy, so cpu and cuda agree to rounding). None draws fresh entropy.
+        Deprecated alias of ``random_state`` (a FutureWarning at ``fit``; removed in the next
+        release). Giving both is an error.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the data (stratified), stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs, keep the best epoch's model.
@@ -201,6 +210,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         positive_class: int = 1,
         dtype: str = "float32",
         backend: str = "auto",
+        random_state: int | np.random.Generator | np.random.RandomState | None = None,
         seed: int | None = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -221,6 +231,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.positive_class = positive_class
         self.dtype = dtype
         self.backend = backend
+        self.random_state = random_state
         self.seed = seed
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -260,8 +271,17 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.backend not in ("auto", "cpu", "cuda"):
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
+        rs = self.random_state
         if self.seed is not None:
+            if rs is not None:
+                raise ValueError("seed is a deprecated alias of random_state; give random_state only")
             _int("seed", self.seed, 0)
+        if not (rs is None or isinstance(rs, (np.random.Generator, np.random.RandomState))
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
+            raise ValueError(
+                "random_state must be None, an int >= 0, a numpy.random.Generator or a "
+                f"numpy.random.RandomState; got {rs!r}"
+            )
         for name in ("early_stopping", "verbose"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
@@ -403,9 +423,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _fresh(
         self, p: dict[str, Any], n_features: int, n_outputs: int
     ) -> tuple[MLP, TrainState, np.random.Generator]:
-        """A new network and loop state from ``seed``, and the early-stopping split's generator:
-        three independent streams, so each is the same whatever the others draw."""
-        init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
+        """A new network and loop state from ``random_state``, and the early-stopping split's
+        generator: three independent streams, so each is the same whatever the others draw."""
+        init_seq, shuffle_seq, split_seq = self._seed_sequence().spawn(3)
         net = MLP(
             [n_features, *p["hidden"], n_outputs],
             positive_class=int(self.positive_class),
@@ -415,6 +435,29 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         )
         state = TrainState(rng=np.random.default_rng(shuffle_seq))
         return net, state, np.random.default_rng(split_seq)
+
+    def _seed_sequence(self) -> np.random.SeedSequence:
+        """The root of a new model's randomness (see ``random_state``); draws from an instance."""
+        source = self.random_state
+        if self.seed is not None:
+            warnings.warn(
+                "MLPClassifier(seed=...) is deprecated and will be removed in the next release; use "
+                "random_state=... (the same int gives the same model)",
+                FutureWarning,
+                stacklevel=4,
+            )
+            source = self.seed
+        if isinstance(source, numbers.Integral):
+            return np.random.SeedSequence(int(source))
+        # scikit-learn's check_random_state(None) is NumPy's global RandomState, which np.random.*
+        # draws from (sklearn/utils/validation.py).
+        if source is None:
+            words = np.random.randint(0, 2**32, size=4, dtype=np.uint32)
+        elif isinstance(source, np.random.Generator):
+            words = source.integers(0, 2**32, size=4, dtype=np.uint32)
+        else:
+            words = source.randint(0, 2**32, size=4, dtype=np.uint32)
+        return np.random.SeedSequence([int(w) for w in words])
 
     def _learning_rate(self, p: dict[str, Any], n_train: int) -> float | Schedule:
         """The rate or schedule of ``p`` for an epoch of ``n_train`` rows (schedules count steps)."""

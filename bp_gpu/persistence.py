@@ -18,7 +18,9 @@ key                dtype, shape           content
 
 ``meta`` holds: ``layer_sizes`` [N_0, ..., N_L]; ``positive_class`` (the convention: each output is
 ``p(t = positive_class | x)``); ``dtype``; ``label_kind`` (binary / multiclass / multilabel);
-``hyperparameters`` (``get_params()``); ``optimizer`` (kind, step count, learning-rate schedule
+``hyperparameters`` (``get_params()``; ``random_state`` as an int or null, a Generator/RandomState
+being stored as null; files written before ``random_state`` existed have ``seed``, read as
+``random_state``); ``optimizer`` (kind, step count, learning-rate schedule
 ``{kind, peak, warmup_steps, total_steps, final}``, momentum, weight decay); ``train_state`` (epochs
 done, loss curve, validation scores, early-stopping counters and the shuffle generator's PCG64 state,
 so training resumes exactly); ``early_stopping_fit``;
@@ -85,6 +87,8 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
     hyper["hidden_layer_sizes"] = (
         [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
     )
+    rs = hyper["random_state"]  # a Generator/RandomState has no JSON form: stored as None
+    hyper["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
     meta = {
         "bp_gpu_version": __version__,
         "layer_sizes": list(net.layer_sizes),
@@ -235,6 +239,8 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
 
     defaults = MLPClassifier().get_params()
     known = set(defaults)
+    if "random_state" not in hyper:  # written before random_state replaced seed: its seed is the int
+        hyper["random_state"], hyper["seed"] = hyper.get("seed"), None
     if int(version) == 1:
         hyper = {**{k: defaults[k] for k in known - set(hyper)}, **hyper}
     if set(hyper) != known:

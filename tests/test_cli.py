@@ -233,7 +233,7 @@ def test_checkpoints_are_written_as_training_goes(tmp_path, table):
                 saved.append(bp_gpu.load(tmp_path / "ck.npz").n_iter_)
 
     mon = Spy(len(X), 5, quiet=True, checkpoint=(str(tmp_path / "ck.npz"), 2))
-    MLPClassifier((4,), epochs=5, backend="cpu", seed=0).fit(X, y, monitor=mon)
+    MLPClassifier((4,), epochs=5, backend="cpu", random_state=0).fit(X, y, monitor=mon)
     assert mon.checkpoints_written == 2 and saved == [2, 2, 4, 4]
 
 
@@ -289,7 +289,7 @@ def test_ctrl_c_before_the_first_epoch_leaves_out_as_it_was(tmp_path):
     X = rng.normal(size=(50_000, 20)).astype(np.float32)
     np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int))
     keep = tmp_path / "keep.npz"
-    bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", seed=0).fit(X[:50], X[:50, 0] > 0).save(keep)
+    bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", random_state=0).fit(X[:50], X[:50, 0] > 0).save(keep)
     before, inode = keep.read_bytes(), keep.stat().st_ino
     proc = subprocess.Popen(
         [sys.executable, "-m", "bp_gpu.cli", "train", tmp_path / "big.npz", "--target", "y", "--hidden",

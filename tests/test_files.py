@@ -14,7 +14,7 @@ import bp_gpu
 from bp_gpu import MLPClassifier
 from bp_gpu._files import atomic_write, check_writable, remove_stale_temporaries
 
-KW = dict(hidden_layer_sizes=(6,), batch_size=16, learning_rate=0.05, backend="cpu", seed=0)
+KW = dict(hidden_layer_sizes=(6,), batch_size=16, learning_rate=0.05, backend="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import bp_gpu
 from bp_gpu import MLPClassifier
 from bp_gpu.persistence import FORMAT_NAME, ModelFileError, to_arrays
 
-KW = dict(hidden_layer_sizes=(6, 4), batch_size=16, learning_rate=0.05, backend="cpu", seed=0)
+KW = dict(hidden_layer_sizes=(6, 4), batch_size=16, learning_rate=0.05, backend="cpu", random_state=0)
 
 
 def _data(rng, k=2, n=53):
@@ -137,14 +137,29 @@ def test_version_1_files_still_load(tmp_path, fitted, rng):
         meta = json.loads(str(a["meta"]))
         o = meta["optimizer"]
         o["learning_rate"] = o.pop("schedule")["peak"]
-        for k in ("lr_schedule", "warmup_epochs", "final_learning_rate"):
+        for k in ("lr_schedule", "warmup_epochs", "final_learning_rate", "random_state"):
             del meta["hyperparameters"][k]
+        meta["hyperparameters"]["seed"] = 0  # version 1 named random_state `seed`
         a.update(format_version=np.array(1), meta=np.array(json.dumps(meta)))
 
     old = bp_gpu.load(_rewrite(tmp_path / "m.npz", tmp_path / "v1.npz", to_v1))
     assert old.lr_schedule == "constant" and old._optimizer.learning_rate == clf.learning_rate
+    assert old.random_state == 0 and old.seed is None
     X = rng.normal(size=(20, 5))
     np.testing.assert_array_equal(old.predict_proba(X), clf.predict_proba(X))
+
+
+def test_random_state_is_stored_as_an_int_or_none(tmp_path, rng):
+    X, y = _data(rng)
+    kw = {k: v for k, v in KW.items() if k != "random_state"}
+    for source, stored in ((5, 5), (np.random.default_rng(5), None), (np.random.RandomState(5), None), (None, None)):
+        clf = MLPClassifier(epochs=1, random_state=source, **kw).fit(X, y)
+        clf.save(tmp_path / "m.npz")
+        with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+            assert json.loads(str(f["meta"]))["hyperparameters"]["random_state"] == stored
+        back = bp_gpu.load(tmp_path / "m.npz")
+        assert back.random_state == stored
+        np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
 # -- bad files ----------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         dtype=args.dtype,
         backend=args.backend,
-        seed=args.seed,
+        random_state=args.seed,
     )
     print(
         f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "

@@ -40,6 +40,16 @@ def positive_int(text: str) -> int:
     return n
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {n}")
+    return n
+
+
 def add_model_options(
     p: argparse.ArgumentParser, *, hidden: str, epochs: int, batch_size: int, learning_rate: float
 ) -> None:
@@ -83,7 +93,8 @@ def add_model_options(
         help="(default auto: cuda if usable)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="initial weights and shuffle order (default 0)"
+        "--seed", type=nonnegative_int, default=0,
+        help="random_state: initial weights and shuffle order (default 0)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -166,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             dtype=args.dtype,
             backend=args.backend,
-            seed=args.seed,
+            random_state=args.seed,
             early_stopping=args.early_stopping,
             validation_fraction=args.validation_fraction,
         )
