@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from ._feature_names import check_feature_names, feature_names
 from .mlp import DTYPES, MLP
 from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
 from .train import ArraySource, Snapshot, TrainingMonitor, TrainState, train
@@ -188,6 +189,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     ----------
     classes_ : ndarray (n_classes,)   (for multi-label: ``arange(K)``)
     n_features_in_ : int
+    feature_names_in_ : ndarray of str objects (n_features_in_,)
+        The column names when ``fit`` got a DataFrame whose names are all strings (absent
+        otherwise). Later ``predict``/``predict_proba``/``score``/``partial_fit`` calls check them as
+        scikit-learn does: different or reordered names raise ValueError; names on one side only
+        give a UserWarning.
     n_outputs_ : int                  network outputs: 1 (binary) or K
     net_ : bp_gpu.MLP                 the trained network
     loss_curve_ : list of float       mean training loss per epoch
@@ -316,7 +322,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 "sparse input is not supported: MLPClassifier needs dense X "
                 "(convert with X.toarray() if it fits in memory)"
             )
-        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (feature names are not tracked)
+        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (the caller checked the names)
             X = X.to_numpy()
         if V.array_module(X) is np:
             X = np.asarray(X)
@@ -483,6 +489,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         was (still unfitted, or the previous model).
         """
         p = self._checked_params()
+        names = feature_names(X)
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
         net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
@@ -497,7 +504,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
         opt = self._optimizer_for(net, p, Xh.shape[0])
         self._train_and_commit(
-            net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor
+            net, opt, state, kind, classes, names, Xh, T, p, p["epochs"], validate, monitor
         )
         return self
 
@@ -523,6 +530,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
         if not hasattr(self, "net_"):
+            names = feature_names(X)
             Xh = self._host_X(X)
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if classes is None and not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
@@ -538,10 +546,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
             net, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
             opt = self._optimizer_for(net, p, Xh.shape[0])
-            self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
+            self._train_and_commit(net, opt, state, kind, cls, names, Xh, T, p, epochs, None, monitor)
             return self
 
         self._check_same_setup(p)
+        check_feature_names(self, X)
         Xh = self._host_X(X, self.n_features_in_)
         if classes is not None and not np.array_equal(
             np.unique(np.asarray(classes)), self.classes_
@@ -568,7 +577,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             if self.optimizer == "momentum":
                 opt.momentum = p["momentum"]
             self._train_and_commit(
-                net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor
+                net, opt, state, kind, self.classes_, getattr(self, "feature_names_in_", None), Xh, T, p, epochs,
+                None, monitor
             )
         except BaseException:
             start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
@@ -638,7 +648,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return float(np.mean(((P > 0.5) == (T == 1)).all(axis=1)))
 
     def _train_and_commit(
-        self, net, opt, state, kind, classes, Xh, T, p, epochs, validate, monitor
+        self, net, opt, state, kind, classes, names, Xh, T, p, epochs, validate, monitor
     ) -> None:
         dt = net.dtype
         X_train = V.check_features(
@@ -653,7 +663,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
         def view() -> MLPClassifier:
             m = type(self)(**self.get_params())
-            m._commit(net, opt, state, kind, classes, early=validate is not None)
+            m._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names)
             return m
 
         train(
@@ -669,9 +679,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             make_view=view,
             verbose=bool(self.verbose),
         )
-        self._commit(net, opt, state, kind, classes, early=validate is not None)
+        self._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names)
 
-    def _commit(self, net, opt, state, kind, classes, early: bool) -> None:
+    def _commit(self, net, opt, state, kind, classes, early: bool, feature_names: np.ndarray | None = None) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
         self.net_ = net
         self._optimizer = opt
@@ -683,6 +693,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.n_outputs_ = net.layer_sizes[-1]
         self.loss_curve_ = list(state.loss_curve)
         self.n_iter_ = state.n_iter
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         if early:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
@@ -695,6 +709,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         """Probabilities as float64 NumPy: (n, 2) binary, (n, K) multi-class (rows sum to 1),
         (n, K) multi-label (per-label probabilities); columns in ``classes_`` order."""
         self._check_fitted()
+        check_feature_names(self, X)
         Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_))
         P = self._raw_proba(self.net_, Xd)
         if self._label_kind == BINARY:

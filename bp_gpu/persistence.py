@@ -23,8 +23,9 @@ being stored as null; files written before ``random_state`` existed have ``seed`
 ``random_state``); ``optimizer`` (kind, step count, learning-rate schedule
 ``{kind, peak, warmup_steps, total_steps, final}``, momentum, weight decay); ``train_state`` (epochs
 done, loss curve, validation scores, early-stopping counters and the shuffle generator's PCG64 state,
-so training resumes exactly); ``early_stopping_fit``;
-``bp_gpu_version``. The flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
+so training resumes exactly); ``early_stopping_fit``; ``feature_names`` (``feature_names_in_`` as a
+list of strings; null when fitted without names, absent in older files); ``bp_gpu_version``. The
+flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
 with each ``W_l`` row-major, P the number of parameters.
 
 Files are written to a temporary file in the target directory and renamed over the target
@@ -111,6 +112,7 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
         },
         "train_state": clf._state.to_dict(),
         "early_stopping_fit": hasattr(clf, "validation_scores_"),
+        "feature_names": [str(n) for n in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
     }
     m, v = opt.state_arrays()
     arrays: dict[str, np.ndarray] = {
@@ -226,6 +228,15 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
                            float(sc["final"]))
         state = TrainState.from_dict(meta["train_state"])
         early = bool(meta["early_stopping_fit"])
+        names = meta.get("feature_names")  # absent in files written before it existed
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"feature_names must be a list of strings; got {names!r}")
+            if len(names) != sizes[0]:
+                raise ModelFileError(
+                    f"{path}: feature_names has {len(names)} names but the model has {sizes[0]} inputs"
+                )
+            names = np.array(names, dtype=object)
     except ModelFileError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -287,5 +298,5 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         raise ModelFileError(
             f"{path}: train_state has n_iter={state.n_iter} but {len(state.loss_curve)} loss values"
         )
-    clf._commit(net, opt, state, kind, classes, early=early)
+    clf._commit(net, opt, state, kind, classes, early=early, feature_names=names)
     return clf

@@ -283,6 +283,40 @@ def test_seed_is_a_deprecated_alias_of_random_state(rng):
         MLPClassifier(seed=3, random_state=3, **kw).fit(X, y)
 
 
+def test_feature_names_follow_scikit_learn(cancer):
+    pd = pytest.importorskip("pandas")
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+
+    # scikit-learn's own check (run on its estimators, not part of check_estimator)
+    check_dataframe_column_names_consistency("MLPClassifier", MLPClassifier(epochs=5, random_state=0))
+
+    Xtr, Xte, ytr, yte = cancer
+    names = [f"f{i}" for i in range(Xtr.shape[1])]
+    train, test = pd.DataFrame(Xtr, columns=names), pd.DataFrame(Xte, columns=names)
+    clf = MLPClassifier((16,), learning_rate=0.01, batch_size=32, epochs=20, backend="cpu", random_state=0)
+    clf.fit(train, ytr)
+    assert clf.feature_names_in_.dtype == object and list(clf.feature_names_in_) == names
+    assert clf.score(test, yte) > 0.95
+    # the case: the same columns in another order scored 0.54 instead of 0.96, silently
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        clf.score(test[names[::-1]], yte)
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- g0\n"):
+        clf.predict(test.rename(columns={"f0": "g0"}))
+    with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+        clf.partial_fit(test.rename(columns={"f0": "g0"}), yte)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but MLPClassifier was fitted with"):
+        clf.predict(Xte)
+    with pytest.raises(TypeError, match="only supported if all input features have string names"):
+        clf.fit(pd.DataFrame(Xtr, columns=[0, *names[1:]]), ytr)  # a failed fit changes nothing:
+    assert list(clf.feature_names_in_) == names
+    clf.fit(Xtr, ytr)  # refitted on an array: the names are gone
+    assert not hasattr(clf, "feature_names_in_")
+    with pytest.warns(UserWarning, match="X has feature names, but MLPClassifier was fitted without"):
+        clf.predict(test)
+    ints = MLPClassifier(epochs=1, random_state=0).fit(pd.DataFrame(Xtr), ytr)  # integer column labels
+    assert not hasattr(ints, "feature_names_in_")
+
+
 def test_clone_pipeline_gridsearch_cross_val(cancer):
     X, _, y, _ = cancer
     clf = MLPClassifier((8,), epochs=5, batch_size=64, learning_rate=0.01, backend="cpu", random_state=1)

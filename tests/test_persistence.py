@@ -162,6 +162,25 @@ def test_random_state_is_stored_as_an_int_or_none(tmp_path, rng):
         np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
+def test_feature_names_are_saved_and_restored(tmp_path, rng):
+    import pickle
+
+    pd = pytest.importorskip("pandas")
+    X, y = _data(rng)
+    df = pd.DataFrame(X, columns=["age", "height", "weight", "x_4", "z"])
+    clf = MLPClassifier(epochs=1, **KW).fit(df, y)
+    clf.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert json.loads(str(f["meta"]))["feature_names"] == ["age", "height", "weight", "x_4", "z"]
+    for back in (bp_gpu.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(clf))):
+        assert back.feature_names_in_.dtype == object
+        np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
+        with pytest.raises(ValueError, match="Feature names must be in the same order"):
+            back.predict(df[df.columns[::-1]])
+    MLPClassifier(epochs=1, **KW).fit(X, y).save(tmp_path / "plain.npz")
+    assert not hasattr(bp_gpu.load(tmp_path / "plain.npz"), "feature_names_in_")
+
+
 # -- bad files ----------------------------------------------------------------------------------------
 def _rewrite(path, out, change):
     """Copy the model's arrays with `change(dict)` applied, written as a plain npz."""
@@ -251,6 +270,12 @@ def test_pickled_content_is_refused_without_running_it(tmp_path):
                 meta=np.array(json.dumps({**json.loads(str(a["meta"])), "label_kind": "ranking"}))
             ),
             "label_kind 'ranking'",
+        ),
+        (
+            lambda a: a.update(
+                meta=np.array(json.dumps({**json.loads(str(a["meta"])), "feature_names": ["a", "b"]}))
+            ),
+            "feature_names has 2 names but the model has 5 inputs",
         ),
     ],
 )
