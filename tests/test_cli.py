@@ -325,3 +325,8 @@ def test_unwritable_targets_are_found_before_training(tmp_path, table, option):
     r = cli(*args)
     _one_line_error(r, f"bp-gpu train: error: cannot write {bad}: the directory {bad.parent} does not exist")
     assert r.stdout == "" and os.listdir(tmp_path) == []  # nothing trained, nothing written
+
+
+def test_demo_prints_the_batch_size_in_use(tmp_path):
+    r = _ok(cli("demo", "--epochs", 1, "--batch-size", 100_000, "--backend", "cpu", "--no-plot"))
+    assert ", batch 426 (all 426 training rows), " in r.stdout, r.stdout
