@@ -330,3 +330,36 @@ def test_unwritable_targets_are_found_before_training(tmp_path, table, option):
 def test_demo_prints_the_batch_size_in_use(tmp_path):
     r = _ok(cli("demo", "--epochs", 1, "--batch-size", 100_000, "--backend", "cpu", "--no-plot"))
     assert ", batch 426 (all 426 training rows), " in r.stdout, r.stdout
+
+
+def test_resume_refuses_options_that_contradict_the_saved_model(tmp_path, table):
+    d = table[0]
+    common = ["--target", "label", "--backend", "cpu", "--quiet"]
+    _ok(cli("train", d / "train.csv", *common, "--hidden", "5", "--optimizer", "momentum", "--epochs", 2,
+            "--out", tmp_path / "m.npz"))
+    before = (tmp_path / "m.npz").read_bytes()
+    r = cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 4, "--out",
+            tmp_path / "m.npz", "--hidden", "32", "--optimizer", "adam", "--seed", "0", "--dtype", "float64")
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.strip() == (
+        f"bp-gpu train: error: --resume {tmp_path / 'm.npz'} continues the saved model, and these options "
+        "contradict it: --hidden 32 (the model has 5), --optimizer adam (the model has momentum), "
+        "--dtype float64 (the model has float32); drop them, or train a new model without --resume"
+    )
+    r = cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 4, "--early-stopping")
+    assert r.returncode == 2 and "--early-stopping cannot be used with --resume" in r.stderr
+    assert (tmp_path / "m.npz").read_bytes() == before
+
+
+def test_resume_applies_the_options_that_may_change(tmp_path, table):
+    d = table[0]
+    common = ["--target", "label", "--backend", "cpu", "--quiet", "--hidden", "5", "--optimizer", "momentum"]
+    _ok(cli("train", d / "train.csv", *common, "--epochs", 2, "--out", tmp_path / "m.npz"))
+    # The same architecture options again are no contradiction; the rate, batch size and decay apply.
+    r = _ok(cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 3,
+                "--learning-rate", 0.05, "--batch-size", 8, "--weight-decay", 0.001, "--out", tmp_path / "r.npz"))
+    assert ("resuming with --learning-rate 0.05, --batch-size 8, --weight-decay 0.001, --backend cpu (the rest "
+            f"as saved in {tmp_path / 'm.npz'})") in r.stdout
+    resumed = bp_gpu.load(tmp_path / "r.npz")
+    assert (resumed.learning_rate, resumed.batch_size, resumed.weight_decay) == (0.05, 8, 0.001)
+    assert resumed.n_iter_ == 3 and resumed._optimizer.learning_rate.peak == 0.05
