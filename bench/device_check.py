@@ -174,7 +174,7 @@ def kernel_timings(copy_gbs: float) -> list[dict]:
         Aout = cupy.random.standard_normal((B, 1), dtype=cupy.float32)
         T = (cupy.random.random((B, 1)) < 0.5).astype(cupy.float32)
         bo, dbo = cupy.zeros(1, cupy.float32), cupy.empty(1, cupy.float32)
-        D, loss = cupy.empty((B, 1), cupy.float32), cupy.empty(1, cupy.float64)
+        D, loss = cupy.empty((B, 1), cupy.float32), cupy.zeros(2, cupy.float64)
         n_params = sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
         p, g = cupy.zeros(n_params, cupy.float32), cupy.ones(n_params, cupy.float32)
         m, v = cupy.zeros(n_params, cupy.float32), cupy.zeros(n_params, cupy.float32)

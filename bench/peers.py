@@ -5,8 +5,9 @@ batches (JIT compilation, torch.compile, BLAS thread start-up) and ``reset()`` p
 weights back, so the timed ``epoch()`` of every peer starts from the same point and returns the
 mean training loss of the epoch (read once at the end: the only host-device sync).
 
-Peers (``PEERS``): ``bp_gpu-cpu``, ``bp_gpu-cuda`` (the real training loop,
-``bp_gpu.train.run_epoch``, with ``bp_gpu.optim.SGD``), ``torch-eager``,
+Peers (``PEERS``): ``bp_gpu-cpu``, ``bp_gpu-cuda`` (the classifier's training loop,
+``bp_gpu.train.run_epoch``, with ``bp_gpu.optim.SGD``), ``bp_gpu-step-*`` (``MLP.train_step`` in a
+user's loop), ``bp_gpu-compiled-*`` (``MLP.compile_step``: CUDA graphs on a GPU), ``torch-eager``,
 ``torch-compile`` (nn.Linear + nn.Sigmoid, BCEWithLogitsLoss, torch.optim.SGD; ``-cuda`` variants
 on a GPU), ``sklearn`` (MLPClassifier, logistic, sgd, momentum 0, one ``partial_fit`` epoch) and
 ``numpy`` (the loop a NumPy user would write, allocating as it goes).
@@ -111,6 +112,57 @@ class BpGpuCuda(BpGpu):
 
 class BpGpuCpu(BpGpu):
     name, device, backend = "bp_gpu-cpu", "cpu", "cpu"
+
+
+class BpGpuStep(BpGpu):
+    """The public step API in a user's own loop: ``net.train_step`` on each batch. The benchmark's
+    batches are consecutive slices of rows already on the device, so each is used in place; the
+    returned losses are kept and summed once at the end (no sync per step)."""
+
+    name, device, backend = "bp_gpu-step-cpu", "cpu", "cpu"
+
+    def __init__(self, w, X, T, weights):
+        super().__init__(w, X, T, weights)
+        xp = self.net._engine.xp
+        self.Xd, self.Td = xp.asarray(X), xp.asarray(T)
+
+    def _step_fn(self, B):
+        return lambda X, T: self.net.train_step(X, T, self.opt)
+
+    def train_batches(self, starts):
+        xp, bs, n = self.net._engine.xp, self.w.batch, self.w.samples
+        losses, rows = [], 0
+        for s in starts:
+            e = min(s + bs, n)
+            losses.append(self._step_fn(e - s)(self.Xd[s:e], self.Td[s:e]) * (e - s))
+            rows += e - s
+        return float(xp.sum(xp.stack(losses))) / rows
+
+
+class BpGpuCompiled(BpGpuStep):
+    """``net.compile_step``: one compiled step per batch size (the batch and the ragged last one),
+    each copying its batch into fixed buffers and replaying the recorded step (a CUDA graph on a
+    GPU)."""
+
+    name, device, backend = "bp_gpu-compiled-cpu", "cpu", "cpu"
+
+    def __init__(self, w, X, T, weights):
+        super().__init__(w, X, T, weights)
+        self.compiled = {}
+
+    def _step_fn(self, B):
+        step = self.compiled.get(B)
+        if step is None:
+            step = self.compiled[B] = self.net.compile_step(self.opt, B)
+        return step
+
+
+class BpGpuStepCuda(BpGpuStep):
+    name, device, backend = "bp_gpu-step-cuda", "cuda", "cuda"
+
+
+class BpGpuCompiledCuda(BpGpuCompiled):
+    name, device, backend = "bp_gpu-compiled-cuda", "cuda", "cuda"
 
 
 # -- PyTorch --------------------------------------------------------------------------------------
@@ -261,8 +313,8 @@ class NumpyLoop(Peer):
 
 PEERS: dict[str, type[Peer]] = {
     p.name: p
-    for p in (BpGpuCpu, BpGpuCuda, TorchEager, TorchCompile, TorchEagerCuda, TorchCompileCuda,
-              Sklearn, NumpyLoop)
+    for p in (BpGpuCpu, BpGpuCuda, BpGpuStep, BpGpuCompiled, BpGpuStepCuda, BpGpuCompiledCuda, TorchEager,
+              TorchCompile, TorchEagerCuda, TorchCompileCuda, Sklearn, NumpyLoop)
 }
 # The peer each throughput ratio is taken against, per device.
 REFERENCE = {"cpu": "torch-eager", "cuda": "torch-eager-cuda"}

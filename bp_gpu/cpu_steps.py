@@ -154,7 +154,7 @@ def _output_loss_delta_f32_column(A, b, T, flip, scale64, D, db, loss):
 @nb.njit(**_JIT)
 def _output_loss_delta_f32(A, b, T, flip, scale64, D, db, loss):
     # Any O: vectorize across the columns of a row; one float64 sum per column.
-    B, O = A.shape  # A, T, D (B, O); b, db (O,); loss (1,) float64
+    B, O = A.shape  # A, T, D (B, O); b, db (O,); loss (2,) float64
     scale = _f32(scale64)
     total = np.zeros(O)
     col = np.zeros(O)
@@ -173,7 +173,7 @@ def _output_loss_delta_f32(A, b, T, flip, scale64, D, db, loss):
 
 @nb.njit(**_JIT)
 def _output_loss_delta(A, b, T, positive_class, scale, D, db, loss):
-    B, O = A.shape  # A, T, D (B, O); b, db (O,); loss (1,) float64
+    B, O = A.shape  # A, T, D (B, O); b, db (O,); loss (2,) float64
     total = 0.0
     for j in range(O):
         col = 0.0
@@ -203,11 +203,13 @@ def output_loss_delta(
 ) -> None:
     """The output layer in one pass, from the GEMM output A = z_{L-1} W^T (before the bias).
 
-    With a = A + b and s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes):
-    D <- scale * (sigma(a) - s);  db <- column sums of D;  with S = sum(softplus(a) - s a):
-    loss[0] <- scale * S and loss[1] += S.  A, T, D (B, O); b, db (O,); loss (2,) float64.
-    A is left as it was.
+    With a = A + b, s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes) and
+    S = sum(softplus(a) - s a), unscaled: D <- scale * (sigma(a) - s);  db <- column sums of D;
+    loss[0] <- scale * S;  loss[1] += S (a running sum, see ``bp_gpu.steps_numpy``).
+    A, T, D (B, O); b, db (O,); loss (2,) float64. A is left as it was.
     """
+    if loss.shape != (2,) or loss.dtype != np.float64:  # the compiled steps do not check bounds
+        raise ValueError(f"output_loss_delta: loss must be a (2,) float64 array; got {loss.dtype}{loss.shape}")
     if A.dtype == np.float32:
         column = (A.shape[1] == 1 and A.flags.c_contiguous and T.flags.c_contiguous
                   and D.flags.c_contiguous)

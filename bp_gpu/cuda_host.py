@@ -1,16 +1,18 @@
 """The CUDA backend's host layer: CuPy buffers and cuBLAS GEMMs, Numba kernels for the fused steps.
 
 ``make_cuda_engine`` builds the same ``bp_gpu.engine.Engine`` the CPU backend uses, with
-``xp = cupy`` and ``steps = CUDA_STEPS``: the four launchers of ``bp_gpu.kernels``, which have the
-signatures and in-place semantics of ``bp_gpu.steps_numpy``. Every buffer (parameters, gradients,
-activations, deltas, loss, reduction workspaces) is allocated once per (architecture, batch
-capacity); a training step then only enqueues GEMMs and kernels on CuPy's current stream: no
-allocation of device memory, no host-device copy, no host synchronization (the loss stays on the
-device until the caller reads it).
+``xp = cupy`` and ``steps = CUDA_STEPS``: the launchers of ``bp_gpu.kernels``, which have the
+signatures and in-place semantics of ``bp_gpu.steps_numpy``, and prepared launches of them
+(``CudaSteps.bind``). Every buffer (parameters, gradients, activations, deltas, loss, reduction
+workspaces) is allocated once per (architecture, batch capacity); a training step then only
+enqueues GEMMs and kernels on CuPy's current stream: no allocation of device memory, no
+host-device copy, no host synchronization (the loss stays on the device until the caller reads it).
 
-Per layer and step: forward = 1 GEMM + 1 launch; backward = 2 GEMMs + 1 or 2 launches (the second
-is the fixed-order stage of the bias-gradient reduction, skipped when one row of blocks covers the
-batch); the output layer 1 or 2 launches; the optimizer 1 launch for all layers.
+Per layer and step: forward = 1 GEMM + 1 launch; backward = 2 GEMMs + 1 launch (delta times
+sigma' and the bias-gradient column sums, finished by the grid's last block; below a single-unit
+layer 1 GEMM + 1 launch, the outer product fused in); the output layer 1 launch (delta, bias
+gradient, loss and the running loss sum); the optimizer 1 launch for all layers (LAMB 2). GEMMs are
+``cublasGemmEx`` calls prepared once (``bp_gpu.cublas_gemm``), which a CUDA graph can capture.
 
 With ``NUMBA_ENABLE_CUDASIM=1`` the same host code runs with ``xp = numpy`` and the kernels run in
 Numba's simulator: how the tests prove this backend on machines without a GPU.
@@ -18,6 +20,7 @@ Numba's simulator: how the tests prove this backend on machines without a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,12 +28,37 @@ import numpy as np
 from .backends import BackendUnavailableError, cuda_status, simulator_enabled
 from .cublas_gemm import PreparedGemm
 from .engine import Engine
-from .kernels.bias_sigmoid_forward import bias_sigmoid_forward as _bias_sigmoid_forward
-from .kernels.lamb_update import lamb_update as _lamb_update
-from .kernels.optimizer_update import optimizer_update as _optimizer_update
-from .kernels.output_loss_delta import output_loss_delta as _output_loss_delta
-from .kernels.sigmoid_delta_backward import sigmoid_delta_backward as _sigmoid_delta_backward
-from .plan import Op, bind_call
+from .kernels import bias_sigmoid_forward as _forward
+from .kernels import lamb_update as _lamb
+from .kernels import optimizer_update as _optimizer
+from .kernels import outer_sigmoid_delta_backward as _outer
+from .kernels import output_loss_delta as _output
+from .kernels import sigmoid_delta_backward as _backward
+from .plan import Op, Slot, bind_call
+from .plan import T as T_SLOT
+from .plan import X as X_SLOT
+
+
+class _PreparedPerInput:
+    """A prepared launch whose arguments include the batch (a ``bp_gpu.plan`` slot): prepared again
+    for each new batch array, with the last few kept (a training loop alternates a couple of batch
+    buffers; a user's loop passing fresh arrays pays one preparation per step, as an eager launch)."""
+
+    _KEEP = 4
+
+    def __init__(self, prepare: Callable[..., Callable[[], None]], args: tuple) -> None:
+        self.prepare, self.args = prepare, args
+        self.launches: dict[tuple[int, int], tuple[Any, Any, Callable[[], None]]] = {}
+
+    def __call__(self, X: Any, T: Any) -> None:
+        key = (id(X), id(T))
+        hit = self.launches.get(key)
+        if hit is None or hit[0] is not X or hit[1] is not T:  # ids are only unique among live objects
+            if len(self.launches) >= self._KEEP:
+                self.launches.pop(next(iter(self.launches)))
+            args = tuple(X if a is X_SLOT else T if a is T_SLOT else a for a in self.args)
+            hit = self.launches[key] = (X, T, self.prepare(*args))
+        hit[2]()
 
 
 class CudaSteps:
@@ -38,8 +66,26 @@ class CudaSteps:
 
     Each takes device arrays (CuPy; NumPy in the simulator), writes its outputs in place and
     returns nothing; launches go on CuPy's current stream. ``bind`` prepares one call of a step
-    (``bp_gpu.plan``) for the current stream: GEMMs as ``bp_gpu.cublas_gemm.PreparedGemm``.
+    (``bp_gpu.plan``) for the current stream: a kernel as its module's ``prepare_<step>`` (checked,
+    planned and packed once; calling it only enqueues the launch), a GEMM as
+    ``bp_gpu.cublas_gemm.PreparedGemm``.
     """
+
+    bias_sigmoid_forward = staticmethod(_forward.bias_sigmoid_forward)
+    output_loss_delta = staticmethod(_output.output_loss_delta)
+    sigmoid_delta_backward = staticmethod(_backward.sigmoid_delta_backward)
+    outer_sigmoid_delta_backward = staticmethod(_outer.outer_sigmoid_delta_backward)
+    optimizer_update = staticmethod(_optimizer.optimizer_update)
+    lamb_update = staticmethod(_lamb.lamb_update)
+
+    _MODULES = {
+        "bias_sigmoid_forward": _forward,
+        "output_loss_delta": _output,
+        "sigmoid_delta_backward": _backward,
+        "outer_sigmoid_delta_backward": _outer,
+        "optimizer_update": _optimizer,
+        "lamb_update": _lamb,
+    }
 
     def stream_key(self) -> int:
         """CuPy's current stream: prepared calls are bound to the stream they were prepared on, so
@@ -51,19 +97,22 @@ class CudaSteps:
         return cupy.cuda.get_current_stream().ptr
 
     def bind(self, name: str, *args: Any) -> Op:
-        """One prepared call of step ``name`` (or ``"matmul"``: ``out <- a @ b``)."""
+        """One prepared call of step ``name`` on ``args`` (the step's own arguments, slots allowed),
+        or of ``"matmul"`` (``out <- a @ b``). It keeps its arrays alive and always writes into
+        them: bind again for other arrays, shapes or scalars."""
         if name == "matmul":
             if simulator_enabled():
                 return bind_call(_host_matmul, *args)
             gemm = PreparedGemm(*args)
             return lambda X, T: gemm(X)
-        return bind_call(getattr(self, name), *args)
-
-    bias_sigmoid_forward = staticmethod(_bias_sigmoid_forward)
-    output_loss_delta = staticmethod(_output_loss_delta)
-    sigmoid_delta_backward = staticmethod(_sigmoid_delta_backward)
-    optimizer_update = staticmethod(_optimizer_update)
-    lamb_update = staticmethod(_lamb_update)
+        module = self._MODULES.get(name)
+        if module is None:
+            raise ValueError(f"CudaSteps.bind: no step named {name!r}; steps: matmul, {', '.join(self._MODULES)}")
+        prepare = getattr(module, f"prepare_{name}")
+        if any(isinstance(a, Slot) for a in args):
+            return _PreparedPerInput(prepare, args)
+        launch = prepare(*args)
+        return lambda X, T: launch()
 
 
 def _host_matmul(a: Any, b: Any, out: Any) -> None:

@@ -19,8 +19,14 @@ import numpy as np
 from .backends import simulator_enabled
 
 DTYPES = ("float32", "float64")
-KERNEL_MODULES = ("bias_sigmoid_forward", "output_loss_delta", "sigmoid_delta_backward", "optimizer_update",
-                  "lamb_update")
+KERNEL_MODULES = (
+    "bias_sigmoid_forward",
+    "output_loss_delta",
+    "sigmoid_delta_backward",
+    "outer_sigmoid_delta_backward",
+    "optimizer_update",
+    "lamb_update",
+)
 
 _USED = re.compile(
     r"used (\d+) registers.*?(\d+) stack, (\d+) bytes smem.*?(\d+) bytes lmem"
@@ -47,6 +53,14 @@ class KernelInfo:
     def spills(self) -> int:
         """Bytes spilled to local memory, stores plus loads (0 for a healthy kernel)."""
         return self.spill_stores + self.spill_loads
+
+    @property
+    def blocks_per_sm(self) -> int:
+        """Blocks of the launchers' 256 threads resident at once on one SM (the grid cap per SM)."""
+        from .kernels._launch import DEVICE_THREADS
+        from .kernels._occupancy import blocks_per_sm
+
+        return blocks_per_sm(self.cc, self.registers, DEVICE_THREADS, self.shared_bytes)
 
 
 def kernel_signatures(dtype: str) -> list[tuple[str, Any, tuple]]:
@@ -135,11 +149,31 @@ def ptx_of(name: str, dtype: str, cc: tuple[int, int] = (9, 0)) -> str:
     raise ValueError(f"no kernel named {name!r}; known: {[k for k, _, _ in kernel_signatures(dtype)]}")
 
 
+_LABEL = re.compile(r"^\$L__BB\d+_\d+:", re.M)
+
+
+def loads_before_first_store(ptx: str) -> int:
+    """The most global loads any basic block of ``ptx`` issues before its first global store (or
+    atomic): a lower bound on the loads a thread keeps in flight in its inner loop. The SASS
+    scheduler (ptxas) may move loads earlier, never below a store that may alias them."""
+    best = 0
+    for block in _LABEL.split(ptx):
+        n = 0
+        for line in block.splitlines():
+            op = line.strip()
+            if op.startswith("ld.global"):
+                n += 1
+            elif op.startswith(("st.global", "atom.global", "red.global")):
+                break
+        best = max(best, n)
+    return best
+
+
 def format_table(rows: tuple[KernelInfo, ...] | list[KernelInfo]) -> str:
     """The report as an aligned text table, one line per kernel x dtype."""
-    head = ("kernel", "dtype", "target", "registers", "spills (B)", "smem (B)", "lmem (B)", "PTX (B)")
+    head = ("kernel", "dtype", "target", "registers", "blocks/SM", "spills (B)", "smem (B)", "lmem (B)", "PTX (B)")
     lines = [
-        (r.kernel, r.dtype, f"sm_{r.cc[0]}{r.cc[1]}", str(r.registers), str(r.spills),
+        (r.kernel, r.dtype, f"sm_{r.cc[0]}{r.cc[1]}", str(r.registers), str(r.blocks_per_sm), str(r.spills),
          str(r.shared_bytes), str(r.local_bytes), str(r.ptx_bytes))
         for r in rows
     ]

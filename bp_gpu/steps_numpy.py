@@ -3,6 +3,8 @@
 The buffered engine (``bp_gpu.engine``) runs a training step as GEMMs plus these steps. A backend
 is a set of these functions with the same signatures and in-place semantics: the Numba CPU steps
 (``bp_gpu.cpu_steps``, ``bp_gpu.cpu_optimizer``) and the Numba CUDA launchers in ``bp_gpu.kernels``.
+``outer_sigmoid_delta_backward`` is optional for a backend (the engine falls back to a multiply and
+``sigmoid_delta_backward``, this module's definition of it).
 
 Shapes: ``B`` batch rows, ``O`` units of the layer, ``P`` parameters in the flat buffer, ``S`` the
 optimizer's state rows (0, 1 or 2), ``N_HYPER`` the slots of ``bp_gpu.optim.hyper``.
@@ -47,9 +49,11 @@ def output_loss_delta(
 ) -> None:
     """The output layer in one pass, from the GEMM output A = z_{L-1} W^T (before the bias).
 
-    With a = A + b and s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes):
-    D <- scale * (sigma(a) - s);  db <- column sums of D;  with S = sum(softplus(a) - s a):
-    loss[0] <- scale * S and loss[1] += S (the running sum a training loop reads once per epoch).
+    With a = A + b, s = t (positive_class=1) or s = 1 - t (positive_class=0, the notes) and
+    S = sum over rows and outputs of (softplus(a) - s a), unscaled:
+    D <- scale * (sigma(a) - s);  db <- column sums of D;  loss[0] <- scale * S;  loss[1] += S.
+    ``loss[1]`` is a running sum (a training loop zeroes it once per epoch and reads it once per
+    epoch: the sum over batches of B * mean batch loss, with no separate multiply and add per batch).
     A, T, D (B, O); b, db (O,); loss (2,) float64. A is left as it was.
     """
     a = A + b
@@ -70,6 +74,14 @@ def sigmoid_delta_backward(G: np.ndarray, Z: np.ndarray, db: np.ndarray) -> None
     G *= Z
     G *= 1 - Z
     G.sum(axis=0, out=db)
+
+
+def outer_sigmoid_delta_backward(D: np.ndarray, W: np.ndarray, Z: np.ndarray, G: np.ndarray, db: np.ndarray) -> None:
+    """G <- (D W) * Z * (1 - Z); db <- column sums of G: the backward step below a layer of one unit,
+    where the notes' sum_j delta_j w_ji is the outer product of the delta D (B, 1) and the weights
+    W (1, O).  Z, G (B, O); db (O,). The product, then ``sigmoid_delta_backward``."""
+    np.multiply(D, W, out=G)
+    sigmoid_delta_backward(G, Z, db)
 
 
 def _hyper(hyper: np.ndarray) -> tuple[float, ...]:

@@ -25,6 +25,7 @@ grid-stride over it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -53,7 +54,7 @@ def _direction(p, mi, vi, bc1, bc2, eps, wd, decay):
     return r + wd * p if decay else r
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def lamb_moments_kernel(params, grads, state, hyper, n_weights, segments, work):
     ft = params.dtype.type
     t, lr, bc1, bc2, eps, wd = _constants(hyper, ft)
@@ -106,7 +107,7 @@ def lamb_moments_kernel(params, grads, state, hyper, n_weights, segments, work):
             hyper[H.TICKET] = 0.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def lamb_apply_kernel(params, state, hyper, n_weights, segments, work):
     ft = params.dtype.type
     t, lr, bc1, bc2, eps, wd = _constants(hyper, ft)
@@ -156,9 +157,11 @@ def _device_buffers(segments: np.ndarray) -> tuple[Any, Any]:
     return bufs
 
 
-def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray) -> None:
-    """One LAMB step on CuPy's current stream: two launches.  params, grads (P,); state (2, P); hyper
-    (N_HYPER,) float64, advanced by one step; segments (K + 1,) int64 host array (the boundaries)."""
+def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
+                        segments: np.ndarray) -> Callable[[], None]:
+    """The two launches of one LAMB step on these buffers, on CuPy's current stream of now, checked
+    and planned once.  params, grads (P,); state (2, P); hyper (N_HYPER,) float64, advanced by one
+    step; segments (K + 1,) int64 host array (the boundaries)."""
     where = "lamb_update"
     n = params.shape[0]
     _launch.check_1d(params, n, "params", where)
@@ -171,15 +174,27 @@ def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
         raise ValueError(f"{where}: segments must rise from 0 to {n}; got {seg.tolist()}")
     seg_dev, work = _device_buffers(seg)
     grid, block = geometry(seg)
-    stream = _launch.stream()
-    lamb_moments_kernel[grid, block, stream](
-        _launch.arg(params, "params"), _launch.arg(grads, "grads"), _launch.arg(state, "state"),
-        _launch.arg(hyper, "hyper"), int(n_weights), _launch.arg(seg_dev, "segments"), _launch.arg(work, "work"),
-    )
-    lamb_apply_kernel[grid, block, stream](
-        _launch.arg(params, "params"), _launch.arg(state, "state"), _launch.arg(hyper, "hyper"), int(n_weights),
-        _launch.arg(seg_dev, "segments"), _launch.arg(work, "work"),
-    )
+    p, s, h, sd, w = (_launch.arg(x, name) for x, name in
+                      ((params, "params"), (state, "state"), (hyper, "hyper"), (seg_dev, "segments"), (work, "work")))
+    nw = int(n_weights)
+    moments_args = (p, _launch.arg(grads, "grads"), s, h, nw, sd, w)
+    apply_args = (p, s, h, nw, sd, w)
+    owners = (params, grads, state, hyper, seg_dev, work)
+    moments = _launch.prepared(lamb_moments_kernel, _launch.compiled(lamb_moments_kernel, moments_args), grid,
+                               block, moments_args, owners)
+    apply = _launch.prepared(lamb_apply_kernel, _launch.compiled(lamb_apply_kernel, apply_args), grid, block,
+                             apply_args, owners)
+
+    def launch() -> None:
+        moments()
+        apply()
+
+    return launch
+
+
+def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray) -> None:
+    """One LAMB step on CuPy's current stream: two launches (see ``prepare_lamb_update``)."""
+    prepare_lamb_update(params, grads, state, hyper, n_weights, segments)()
 
 
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:

@@ -16,13 +16,15 @@ the count it replaces.
 Shapes: ``P`` parameters, ``S`` state rows. params, grads (P,); state (S, P) with m = state[0],
 v = state[S - 1] (a (1, 1) placeholder for plain SGD, never read); hyper (N_HYPER,) float64.
 
-Launch geometry (``_launch.tile_1d``): 1-D blocks, grid capped at about one wave of the device,
-grid-stride loop over P. Element-wise apart from the ticket: bit-identical run to run.
+Launch geometry (``_launch.tile_1d``): 1-D blocks, grid capped at one wave of this kernel on the
+device (its occupancy, ``_launch.max_blocks``), grid-stride loop over P. Element-wise apart from
+the ticket: bit-identical run to run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -56,7 +58,7 @@ def last_block_advances_step(hyper, t, lr):
             hyper[H.TICKET] = 0.0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
     ft = params.dtype.type  # every constant rounded once to the parameters' type, as the spec
     t = hyper[H.STEP] + 1.0
@@ -111,19 +113,23 @@ def _check(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights
         raise ValueError(f"{where}: n_weights must be in [0, {n}]; got {n_weights}")
 
 
+def prepare_optimizer_update(rule: int, params: Any, grads: Any, state: Any, hyper: Any,
+                             n_weights: int) -> Callable[[], None]:
+    """A launch of one SGD / momentum / Adam / AdamW step on these buffers, on CuPy's current stream
+    of now, checked and planned once: calling it only enqueues the kernel (which advances ``hyper``).
+    params, grads (P,); state (S, P); hyper (N_HYPER,) float64."""
+    _check(rule, params, grads, state, hyper, n_weights)
+    args = (int(rule), _launch.arg(params, "params"), _launch.arg(grads, "grads"), _launch.arg(state, "state"),
+            _launch.arg(hyper, "hyper"), int(n_weights))
+    kernel = _launch.compiled(optimizer_update_kernel, args)
+    grid, block = _launch.tile_1d(params.shape[0], _launch.max_blocks(kernel))
+    return _launch.prepared(optimizer_update_kernel, kernel, grid, block, args, (params, grads, state, hyper))
+
+
 def optimizer_update(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int) -> None:
     """One SGD / momentum / Adam / AdamW step over the flat buffer, on CuPy's current stream.
     params, grads (P,); state (S, P); hyper (N_HYPER,) float64, advanced by one step."""
-    _check(rule, params, grads, state, hyper, n_weights)
-    grid, block = _launch.tile_1d(params.shape[0])
-    optimizer_update_kernel[grid, block, _launch.stream()](
-        int(rule),
-        _launch.arg(params, "params"),
-        _launch.arg(grads, "grads"),
-        _launch.arg(state, "state"),
-        _launch.arg(hyper, "hyper"),
-        int(n_weights),
-    )
+    prepare_optimizer_update(rule, params, grads, state, hyper, n_weights)()
 
 
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:

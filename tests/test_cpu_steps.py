@@ -15,6 +15,7 @@ SHAPES = [(1, 1), (7, 33), (257, 129), (1024, 17)]
 DTYPES = [np.float32, np.float64]
 # (rtol, atol) per dtype: values are O(1) probabilities, deltas and their sums over <= 1024 rows.
 TOL = {np.float32: (2e-6, 2e-6), np.float64: (1e-13, 1e-14)}
+RUNNING = 0.625  # loss[1] before an output step, which adds the step's unscaled loss sum to it
 
 
 def _close(actual, expected, dtype, scale=1.0):
@@ -70,7 +71,7 @@ def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
     T = (rng.random(shape) < 0.5).astype(dtype)
     outs = []
     for steps in (C, S):
-        D, db, loss = np.full(shape, 7, dtype), np.full(O, 7, dtype), np.zeros(2)
+        D, db, loss = np.full(shape, 7, dtype), np.full(O, 7, dtype), np.array([7.0, RUNNING])
         A_in = A.copy()
         steps.output_loss_delta(A_in, b, T, positive_class, 1.0 / B, D, db, loss)
         np.testing.assert_array_equal(A_in, A)  # A is left as it was
@@ -79,6 +80,7 @@ def test_output_loss_delta_matches_spec(rng, shape, dtype, positive_class):
     _close(D, D_s, dtype)
     _close(db, db_s, dtype)
     np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+    np.testing.assert_allclose(loss[0], (loss[1] - RUNNING) / B, rtol=1e-12)  # [0] = scale S, [1] += S
 
 
 # One output unit: the float32 step runs 16 rows per vector lane, then a scalar tail; B covers no
@@ -96,13 +98,14 @@ def test_output_loss_delta_one_unit_matches_spec(rng, dtype, B, positive_class, 
     outs = []
     for steps in (C, S):
         D = np.full((B, 1), 7, dtype) if contiguous else np.full((B, 3), 7, dtype)[:, 1:2]
-        db, loss = np.full(1, 7, dtype), np.zeros(2)
+        db, loss = np.full(1, 7, dtype), np.array([7.0, RUNNING])
         steps.output_loss_delta(A, b, T, positive_class, 1.0 / B, D, db, loss)
         outs.append((D, db, loss))
     (D, db, loss), (D_s, db_s, loss_s) = outs
     _close(D, D_s, dtype)
     _close(db, db_s, dtype)
     np.testing.assert_allclose(loss, loss_s, rtol=TOL[dtype][0] * 5)
+    np.testing.assert_allclose(loss[0], (loss[1] - RUNNING) / B, rtol=1e-12)  # [0] = scale S, [1] += S
 
 
 def test_output_loss_delta_float32_loss_accuracy():
@@ -130,7 +133,13 @@ def test_output_loss_delta_propagates_nan():
     A = np.array([[np.nan], [1.0]], dtype=np.float32)
     D, db, loss = np.zeros((2, 1), np.float32), np.zeros(1, np.float32), np.zeros(2)
     C.output_loss_delta(A, np.zeros(1, np.float32), np.ones((2, 1), np.float32), 1, 0.5, D, db, loss)
-    assert np.isnan(D[0, 0]) and np.isfinite(D[1, 0]) and np.isnan(loss[0]) and np.isnan(db[0])
+    assert np.isnan(D[0, 0]) and np.isfinite(D[1, 0]) and np.isnan(loss).all() and np.isnan(db[0])
+
+
+def test_output_loss_delta_rejects_a_loss_buffer_without_the_running_sum():
+    A = np.zeros((3, 1))
+    with pytest.raises(ValueError, match=r"output_loss_delta: loss must be a \(2,\) float64 array"):
+        C.output_loss_delta(A, np.zeros(1), A, 1, 1.0, np.zeros((3, 1)), np.zeros(1), np.zeros(1))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,7 +150,7 @@ def test_output_loss_delta_extreme_logits(dtype):
     C.output_loss_delta(A, np.zeros(1, dtype), T, 1, 1.0, D, db, loss)
     assert np.all(np.isfinite(D)) and np.isfinite(loss[0])
     np.testing.assert_array_equal(D[:, 0], np.array([0, 0, -1, 1], dtype=dtype))
-    np.testing.assert_allclose(loss[0], 2e4, rtol=1e-12)  # softplus(1e4) = 1e4, twice
+    np.testing.assert_allclose(loss, [2e4, 2e4], rtol=1e-12)  # softplus(1e4) = 1e4, twice
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -162,15 +171,15 @@ def test_sigmoid_delta_backward_matches_spec(rng, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,O", [(1, 1), (7, 33), (257, 129), (1024, 17)])
-def test_outer_sigmoid_delta_backward_matches_multiply_then_spec(rng, dtype, B, O):
+def test_outer_sigmoid_delta_backward_matches_spec(rng, dtype, B, O):
     D = rng.standard_normal((B, 1)).astype(dtype)
     W = rng.standard_normal((1, O)).astype(dtype)
     Z = rng.random((B, O)).astype(dtype)
     Z[0, 0] = 1.0  # a saturated unit gives exactly zero gradient
     G, db = np.full((B, O), 7, dtype), np.full(O, 7, dtype)
     C.outer_sigmoid_delta_backward(D, W, Z, G, db)
-    G_s, db_s = np.multiply(D, W), np.full(O, 7, dtype)
-    S.sigmoid_delta_backward(G_s, Z, db_s)
+    G_s, db_s = np.full((B, O), 7, dtype), np.full(O, 7, dtype)
+    S.outer_sigmoid_delta_backward(D, W, Z, G_s, db_s)  # multiply, then sigmoid_delta_backward
     _close(G, G_s, dtype)
     _close(db, db_s, dtype, scale=np.sqrt(B))
     assert G[0, 0] == 0 and G.dtype == dtype

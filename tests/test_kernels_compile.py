@@ -8,21 +8,37 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bp_gpu.cli import main
-from bp_gpu.kernel_report import DTYPES, KernelInfo, kernel_signatures, parse_link_log, ptx_of, report
+from bp_gpu.kernel_report import (
+    DTYPES,
+    KernelInfo,
+    kernel_signatures,
+    loads_before_first_store,
+    parse_link_log,
+    ptx_of,
+    report,
+)
 
 TARGETS = [(8, 0), (9, 0)]
 KERNELS = {
     "bias_sigmoid_forward_kernel",
     "output_loss_delta_kernel",
-    "output_loss_delta_finish_kernel",
     "sigmoid_delta_backward_kernel",
-    "column_sum_kernel",
+    "outer_sigmoid_delta_backward_kernel",
     "optimizer_update_kernel",
     "lamb_moments_kernel",
     "lamb_apply_kernel",
+}
+# Element-wise kernels and the loads each thread must issue before its first store: 4 rows of
+# each array it reads per row (A; A and T; G and Z; D and Z).
+LOAD_BATCHES = {
+    "bias_sigmoid_forward_kernel": 4,
+    "output_loss_delta_kernel": 8,
+    "sigmoid_delta_backward_kernel": 8,
+    "outer_sigmoid_delta_backward_kernel": 8,
 }
 
 
@@ -37,6 +53,27 @@ def test_every_kernel_compiles_without_spills(cc):
         assert 0 < r.registers <= 128, f"{where} uses {r.registers} registers"
         assert r.shared_bytes <= 48 * 1024, f"{where} uses {r.shared_bytes} B of static shared memory"
         assert r.ptx_bytes > 1000
+        assert r.blocks_per_sm >= 2, f"{where}: only {r.blocks_per_sm} blocks of 256 threads fit on an SM"
+
+
+@pytest.mark.parametrize("cc", TARGETS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", sorted(LOAD_BATCHES))
+def test_element_wise_kernels_keep_several_loads_in_flight(kernel, dtype, cc):
+    # Each thread loads a batch of rows before it stores any: the compiler cannot hoist a load
+    # above a store it cannot prove does not alias it, so load-compute-store per row would keep
+    # only one row's loads in flight.
+    n = loads_before_first_store(ptx_of(kernel, dtype, cc))
+    assert n >= LOAD_BATCHES[kernel], f"{kernel} ({dtype}, sm_{cc[0]}{cc[1]}): {n} loads before the first store"
+
+
+def test_loads_before_first_store_reads_basic_blocks():
+    ptx = "\n".join([
+        "ld.global.f32 %f1, [%rd1];", "st.global.f32 [%rd2], %f1;", "ld.global.f32 %f2, [%rd3];",
+        "$L__BB0_2:", "ld.global.nc.f32 %f3, [%rd1];", "ld.global.f32 %f4, [%rd4];",
+        "ld.global.f32 %f5, [%rd5];", "atom.global.add.f64 %fd1, [%rd6], %fd2;", "ld.global.f32 %f6, [%rd7];",
+    ])
+    assert loads_before_first_store(ptx) == 3
 
 
 def test_float32_forward_has_no_float64_arithmetic():
@@ -71,6 +108,25 @@ def test_cli_kernels_prints_the_table(capsys):
     body = [ln.split() for ln in out[2:]]
     assert {row[0] for row in body} == KERNELS
     assert all(row[1] == "float32" and row[2] == "sm_80" for row in body)
+    assert all(1 <= int(row[4]) <= 8 for row in body)  # blocks of 256 threads per SM
+
+
+def test_every_kernel_is_cached_on_disk():
+    # cache=True: a process loads the compiled kernels from numba-cuda's on-disk cache (keyed by
+    # the kernel's bytecode, signature, compute capability and numba-cuda version) instead of
+    # compiling them again.
+    import importlib
+
+    from numba.cuda.dispatcher import CUDACache
+
+    from bp_gpu.kernel_report import KERNEL_MODULES
+
+    for mod in KERNEL_MODULES:
+        if mod == "optimizer_update":
+            continue  # the lead's module, being rewritten
+        module = importlib.import_module(f"bp_gpu.kernels.{mod}")
+        for name, _, _ in module.signatures(np.dtype("float32")):
+            assert isinstance(getattr(module, name)._cache, CUDACache), name
 
 
 def test_cli_kernels_without_nvrtc_says_which_extra_to_install():

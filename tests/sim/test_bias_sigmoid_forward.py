@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from bp_gpu.kernels.bias_sigmoid_forward import bias_sigmoid_forward
+from bp_gpu.kernels.bias_sigmoid_forward import bias_sigmoid_forward, prepare_bias_sigmoid_forward
 
 from bp_gpu import steps_numpy as ref
 
-# (B, O): ones, primes, non-multiples of the (tiny, simulated) block; (9, 37) has more column
-# tiles than the capped grid, so the column grid-stride loop runs.
+# (B, O): ones, primes, non-multiples of the (tiny, simulated) block; (257, 10) runs 4-row batches
+# and ragged tails; (9, 37) has more column tiles than the capped grid, so the column grid-stride
+# loop runs.
 SHAPES = [(1, 1), (7, 5), (33, 3), (257, 10), (9, 37)]
 TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-14, atol=1e-16)}
 
@@ -34,6 +35,18 @@ def test_saturates_without_nan_for_huge_inputs(dtype):
     assert np.isfinite(A).all()
     np.testing.assert_array_equal(A[0], [1.0, 0.0, 1.0])
     assert A[1, 0] == 0.0 and A[1, 1] == 0.5 and 0 < A[1, 2] < 1e-12
+
+
+@pytest.mark.sim
+def test_prepared_launch_reads_the_arrays_at_each_call(rng):
+    A = rng.standard_normal((33, 3))
+    b = rng.standard_normal(3)
+    want, got = A.copy(), A.copy()
+    launch = prepare_bias_sigmoid_forward(got, b)
+    for _ in range(2):  # in place: the second call works on the first call's output
+        launch()
+        ref.bias_sigmoid_forward(want, b)
+    np.testing.assert_allclose(got, want, **TOL[np.float64])
 
 
 @pytest.mark.sim

@@ -105,3 +105,55 @@ def test_engine_optimizer_step_matches_cpu(rng):
     for (W1, b1), (W0, b0) in zip(gpu.get_weights(), cpu.get_weights()):
         np.testing.assert_allclose(W1, W0, rtol=1e-9, atol=1e-13)
         np.testing.assert_allclose(b1, b0, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.sim
+def test_engine_runs_the_fused_outer_step_below_a_single_unit_layer(monkeypatch):
+    gpu, _ = _pair([7, 5, 1])
+    from bp_gpu.cuda_host import CUDA_STEPS
+
+    names = []
+    bind = CUDA_STEPS.bind
+    monkeypatch.setattr(CUDA_STEPS, "bind", lambda name, *a: names.append(name) or bind(name, *a))
+    gpu._engine.ensure_capacity(4)
+    gpu._engine.grad_plan(4, 0.25, 1)
+    assert "outer_sigmoid_delta_backward" in names and "sigmoid_delta_backward" not in names
+
+
+@pytest.mark.sim
+def test_bind_prepares_a_launch_of_each_step(rng):
+    from bp_gpu import steps_numpy as ref
+    from bp_gpu.cuda_host import CUDA_STEPS
+    from bp_gpu.optim import hyper as H
+    from bp_gpu.plan import T as T_SLOT
+
+    D, W, Z = rng.standard_normal((33, 1)), rng.standard_normal((1, 5)), rng.random((33, 5))
+    G, db, G0, db0 = np.empty((33, 5)), np.empty(5), np.empty((33, 5)), np.empty(5)
+    launch = CUDA_STEPS.bind("outer_sigmoid_delta_backward", D, W, Z, G, db)
+    launch(None, None)
+    ref.outer_sigmoid_delta_backward(D, W, Z, G0, db0)
+    np.testing.assert_allclose(G, G0, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, db0, rtol=1e-12, atol=1e-15)
+    # The optimizer, prepared once, advances the step count on the device at each call.
+    p, g, h = rng.standard_normal(7), rng.standard_normal(7), np.zeros(H.N_HYPER)
+    h[H.LR] = 0.5
+    want, hw = p.copy(), h.copy()
+    step = CUDA_STEPS.bind("optimizer_update", H.SGD, p, g, np.zeros((1, 1)), h, 4)
+    for _ in range(2):
+        step(None, None)
+        ref.optimizer_update(H.SGD, want, g, np.zeros((1, 1)), hw, 4)
+    np.testing.assert_allclose(p, want, rtol=1e-15)
+    assert h[H.STEP] == 2
+    # A step reading the batch's targets (a slot) is prepared again for each new target array.
+    A, b = rng.standard_normal((9, 2)), rng.standard_normal(2)
+    Dl, dbl, loss = np.empty((9, 2)), np.empty(2), np.zeros(2)
+    out = CUDA_STEPS.bind("output_loss_delta", A, b, T_SLOT, 1, 1 / 9, Dl, dbl, loss)
+    for _ in range(2):
+        for T in ((rng.random((9, 2)) < 0.5).astype(float), np.ones((9, 2))):
+            out(None, T)
+            D0, db_0, l0 = np.empty((9, 2)), np.empty(2), np.zeros(2)
+            ref.output_loss_delta(A, b, T, 1, 1 / 9, D0, db_0, l0)
+            np.testing.assert_allclose(Dl, D0, rtol=1e-12)
+            assert loss[0] == pytest.approx(l0[0], rel=1e-12)
+    with pytest.raises(ValueError, match="CudaSteps.bind: no step named 'sigmoid'"):
+        CUDA_STEPS.bind("sigmoid", G, Z)

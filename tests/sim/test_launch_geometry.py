@@ -6,33 +6,41 @@ import pytest
 from bp_gpu.kernels import _launch
 
 SHAPES = [(n, o) for n, o in itertools.product([1, 2, 7, 33, 255, 4096, 65537], [1, 3, 31, 32, 33, 1024, 50000])]
+# Grid caps: the simulator's; an H100's 132 SMs x 3, 4, 5 or 8 resident blocks (76, 64, 48 and
+# 32 registers per thread: see _occupancy).
+CAPS = {"simulator": [4], "h100": [132 * k for k in (3, 4, 5, 8)]}
 
 
 @pytest.fixture(params=["simulator", "h100"])
 def settings(request, monkeypatch):
-    if request.param == "h100":  # the device settings: 256 threads, 32 wide, 132 SMs x 8 blocks
+    if request.param == "h100":  # the device settings: 256 threads, 32 wide
         monkeypatch.setattr(_launch, "THREADS", 256)
         monkeypatch.setattr(_launch, "MAX_TX", 32)
-        monkeypatch.setattr(_launch, "max_blocks", lambda: 8 * 132)
     return request.param
 
 
 @pytest.mark.sim
-def test_tiles_fit_the_reductions_and_the_workspace(settings):
-    cap = _launch.max_blocks()
-    for n_rows, n_cols in SHAPES:
-        (gx, gy), (tx, ty) = _launch.tile_2d(n_rows, n_cols)
-        assert tx * ty == _launch.THREADS <= _launch.MAX_THREADS  # the shared scratch holds a block
-        assert ty & (ty - 1) == 0 and tx & (tx - 1) == 0  # the reduction trees need powers of 2
-        assert 1 <= gx * gy <= cap
-        assert tx < 2 * n_cols  # narrow arrays (the output layer) get narrow blocks
-        # the (NB, O) partials of a multi-row grid fit the workspace allocated once
-        if gy > 1:
-            assert gy * n_cols <= cap * _launch.MAX_TX
+def test_tiles_fit_the_reductions(settings):
+    for cap in CAPS[settings]:
+        for n_rows, n_cols in SHAPES:
+            (gx, gy), (tx, ty) = _launch.tile_2d(n_rows, n_cols, cap)
+            assert tx * ty == _launch.THREADS <= _launch.MAX_THREADS  # the shared scratch holds a block
+            assert ty & (ty - 1) == 0 and tx & (tx - 1) == 0  # the reduction trees need powers of 2
+            assert 1 <= gx * gy <= cap
+            assert tx < 2 * n_cols  # narrow arrays (the output layer) get narrow blocks
 
 
 @pytest.mark.sim
 def test_1d_tiles_cover_any_length(settings):
-    for n in (1, 2, 255, 257, 10**7):
-        grid, block = _launch.tile_1d(n)
-        assert block == _launch.THREADS and 1 <= grid <= _launch.max_blocks()
+    for cap in CAPS[settings]:
+        for n in (1, 2, 255, 257, 10**7):
+            grid, block = _launch.tile_1d(n, cap)
+            assert block == _launch.THREADS and 1 <= grid <= cap
+
+
+@pytest.mark.sim
+def test_a_grid_fills_its_cap_when_the_array_is_large(settings):
+    # One full wave: the cap is the kernel's real occupancy, so a large array uses all of it.
+    for cap in CAPS[settings]:
+        (gx, gy), _ = _launch.tile_2d(65537, 1024, cap)
+        assert gx * gy > cap - gx  # at most one row of blocks short of the cap
