@@ -204,7 +204,7 @@ def child_large(mode: str, path: str) -> dict:
 
     ds = bd.open(path, target=28 if mode == "npy" else "label")
     rss0 = _status_kb("VmRSS")
-    clf = bp_gpu.MLPClassifier((64, 64), batch_size=1024, epochs=1, optimizer="sgd", learning_rate=0.1, seed=0,
+    clf = bp_gpu.MLPClassifier((64, 64), batch_size=1024, epochs=1, optimizer="sgd", learning_rate=0.1, random_state=0,
                                backend="cpu")
     t0 = time.perf_counter()
     clf.fit(ds)
@@ -222,7 +222,7 @@ def child_onnx(d: str, repeats: int) -> dict:
     import bp_gpu
 
     _, X, T, _ = _w1()
-    clf = bp_gpu.MLPClassifier((64, 64), batch_size=1024, epochs=1, optimizer="sgd", learning_rate=0.1, seed=0,
+    clf = bp_gpu.MLPClassifier((64, 64), batch_size=1024, epochs=1, optimizer="sgd", learning_rate=0.1, random_state=0,
                                backend="cpu").fit(X, T[:, 0])
     path = os.path.join(d, "w1.onnx")
     clf.to_onnx(path)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from ._feature_names import check_feature_names, feature_names
 from .data.arrays import from_arrays
 from .data.dataset import Dataset
 from .mlp import DTYPES, MLP
@@ -233,9 +234,18 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         rounding; it changes the saved network.
     dtype : {"float32", "float64"}, default "float32"
     backend : {"auto", "cpu", "cuda"}, default "auto"
+    random_state : None, int >= 0, numpy.random.Generator or numpy.random.RandomState, default None
+        The source of the initial weights, the shuffle order and the early-stopping split: three
+        independent streams of one ``numpy.random.SeedSequence``, drawn on the host so cpu and cuda
+        agree to rounding. As in scikit-learn: an int gives the same model at every ``fit``; None
+        draws the seed from NumPy's global RandomState (every fit differs; ``np.random.seed`` makes
+        it reproducible); a Generator or RandomState is drawn from, so its state advances and two
+        fits with the same instance differ. Only ``fit`` (and a first ``partial_fit``) use it: later
+        ``partial_fit`` calls continue the model's own shuffle generator. A saved model stores an int,
+        or None for None and for an instance (the file keeps the shuffle generator's state instead).
     seed : int >= 0 or None, default None
-        Seeds the initial weights, the shuffle order and the early-stopping split (all drawn on the
-        host with NumPy, so cpu and cuda agree to rounding). None draws fresh entropy.
+        Deprecated alias of ``random_state`` (a FutureWarning at ``fit``; removed in the next
+        release). Giving both is an error.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the data (stratified), stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs, keep the best epoch's model.
@@ -255,16 +265,21 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     Data sets: ``fit``, ``partial_fit``, ``predict``, ``predict_proba`` and ``score`` also take a
     ``bp_gpu.data`` data set (``bp_gpu.data.open(path, target=...)`` or ``from_arrays``) in place of
     ``X, y``: training then streams it chunk by chunk (memory holds a batch and a few chunks, not
-    the file; the order is the one ``bp_gpu.data.batches`` documents, drawn from ``seed``), the
+    the file; the order is the one ``bp_gpu.data.batches`` documents, drawn from ``random_state``), the
     labels come from ``dataset.labels()`` (a pass over the target column) before the first step,
     and predictions are computed chunk by chunk. With ``early_stopping`` the validation rows are
     whole chunks: ``round(validation_fraction * n_chunks)`` of them (at least one, and at least one
-    chunk left to train on), drawn at random from ``seed``'s split generator.
+    chunk left to train on), drawn at random from ``random_state``'s split generator.
 
     Attributes
     ----------
     classes_ : ndarray (n_classes,)   (for multi-label: ``arange(K)``)
     n_features_in_ : int
+    feature_names_in_ : ndarray of str objects (n_features_in_,)
+        The column names when ``fit`` got a DataFrame whose names are all strings (absent
+        otherwise). Later ``predict``/``predict_proba``/``score``/``partial_fit`` calls check them as
+        scikit-learn does: different or reordered names raise ValueError; names on one side only
+        give a UserWarning.
     n_outputs_ : int                  network outputs: 1 (binary) or K
     net_ : bp_gpu.MLP                 the trained network
     loss_curve_ : list of float       mean training loss per epoch
@@ -289,6 +304,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         positive_class: int = 1,
         dtype: str = "float32",
         backend: str = "auto",
+        random_state: int | np.random.Generator | np.random.RandomState | None = None,
         seed: int | None = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -310,6 +326,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.positive_class = positive_class
         self.dtype = dtype
         self.backend = backend
+        self.random_state = random_state
         self.seed = seed
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -350,8 +367,17 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.backend not in ("auto", "cpu", "cuda"):
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
+        rs = self.random_state
         if self.seed is not None:
+            if rs is not None:
+                raise ValueError("seed is a deprecated alias of random_state; give random_state only")
             _int("seed", self.seed, 0)
+        if not (rs is None or isinstance(rs, (np.random.Generator, np.random.RandomState))
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
+            raise ValueError(
+                "random_state must be None, an int >= 0, a numpy.random.Generator or a "
+                f"numpy.random.RandomState; got {rs!r}"
+            )
         for name in ("early_stopping", "verbose", "standardize"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
@@ -386,7 +412,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 "sparse input is not supported: MLPClassifier needs dense X "
                 "(convert with X.toarray() if it fits in memory)"
             )
-        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (feature names are not tracked)
+        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (the caller checked the names)
             X = X.to_numpy()
         if V.array_module(X) is np:
             X = np.asarray(X)
@@ -493,9 +519,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _fresh(
         self, p: dict[str, Any], n_features: int, n_outputs: int
     ) -> tuple[MLP, TrainState, np.random.Generator]:
-        """A new network and loop state from ``seed``, and the early-stopping split's generator:
-        three independent streams, so each is the same whatever the others draw."""
-        init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
+        """A new network and loop state from ``random_state``, and the early-stopping split's
+        generator: three independent streams, so each is the same whatever the others draw."""
+        init_seq, shuffle_seq, split_seq = self._seed_sequence().spawn(3)
         net = MLP(
             [n_features, *p["hidden"], n_outputs],
             positive_class=int(self.positive_class),
@@ -505,6 +531,29 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         )
         state = TrainState(rng=np.random.default_rng(shuffle_seq))
         return net, state, np.random.default_rng(split_seq)
+
+    def _seed_sequence(self) -> np.random.SeedSequence:
+        """The root of a new model's randomness (see ``random_state``); draws from an instance."""
+        source = self.random_state
+        if self.seed is not None:
+            warnings.warn(
+                "MLPClassifier(seed=...) is deprecated and will be removed in the next release; use "
+                "random_state=... (the same int gives the same model)",
+                FutureWarning,
+                stacklevel=4,
+            )
+            source = self.seed
+        if isinstance(source, numbers.Integral):
+            return np.random.SeedSequence(int(source))
+        # scikit-learn's check_random_state(None) is NumPy's global RandomState, which np.random.*
+        # draws from (sklearn/utils/validation.py).
+        if source is None:
+            words = np.random.randint(0, 2**32, size=4, dtype=np.uint32)
+        elif isinstance(source, np.random.Generator):
+            words = source.integers(0, 2**32, size=4, dtype=np.uint32)
+        else:
+            words = source.randint(0, 2**32, size=4, dtype=np.uint32)
+        return np.random.SeedSequence([int(w) for w in words])
 
     def _learning_rate(self, p: dict[str, Any], n_train: int) -> float | Schedule:
         """The rate or schedule of ``p`` for an epoch of ``n_train`` rows (schedules count steps)."""
@@ -525,12 +574,15 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
         ``monitor`` (optional) gets ``on_batch(n_rows)`` and ``on_epoch(EpochInfo)`` calls (see
         ``bp_gpu.train``). If anything fails (bad input, a bad row of a data set, divergence) the
-        estimator is left exactly as it was; Ctrl-C stops cleanly with the model of the last
-        completed epoch.
+        estimator is left exactly as it was. Ctrl-C stops cleanly: after at least one completed
+        epoch ``fit`` returns with the model of the last completed epoch (a RuntimeWarning says how
+        many); before the first epoch completes nothing is committed, the KeyboardInterrupt
+        propagates and the estimator is as it was (still unfitted, or the previous model).
         """
         if isinstance(X, Dataset):
             return self._fit_dataset(X, y, monitor)
         p = self._checked_params()
+        names = feature_names(X)
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
         net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
@@ -548,7 +600,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
         opt = self._optimizer_for(net, p, Xh.shape[0])
         source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
-        self._train_and_commit(net, opt, state, kind, classes, source, p, p["epochs"], validate, monitor, scaler)
+        self._train_and_commit(net, opt, state, kind, classes, names, source, p, p["epochs"], validate, monitor,
+                               scaler)
         return self
 
     def partial_fit(
@@ -571,13 +624,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         ``learning_rate``, ``momentum``, ``weight_decay``, ``batch_size``, ``verbose`` may change
         between calls; the architecture, optimizer kind, dtype, backend, convention and
         ``standardize`` may not (the standardisation of the first call is kept).
-        A failed call leaves the model as it was.
+        A failed call leaves the model as it was; Ctrl-C as in ``fit``.
         """
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
         if isinstance(X, Dataset):
             return self._partial_fit_dataset(X, y, classes, p, epochs, monitor)
         if not hasattr(self, "net_"):
+            names = feature_names(X)
             Xh = self._host_X(X)
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if classes is None and not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
@@ -594,10 +648,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 X_train = scaler.apply(X_train)
             opt = self._optimizer_for(net, p, Xh.shape[0])
             source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
-            self._train_and_commit(net, opt, state, kind, cls, source, p, epochs, None, monitor, scaler)
+            self._train_and_commit(net, opt, state, kind, cls, names, source, p, epochs, None, monitor, scaler)
             return self
 
         self._check_same_setup(p)
+        check_feature_names(self, X)
         Xh = self._host_X(X, self.n_features_in_)
         self._check_classes_unchanged(classes)
         if self._label_kind == MULTILABEL:
@@ -639,8 +694,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             opt.weight_decay = p["weight_decay"]
             if self.optimizer == "momentum":
                 opt.momentum = p["momentum"]
-            self._train_and_commit(net, opt, state, self._label_kind, self.classes_, source, p, epochs, None,
-                                   monitor, self._scaler)
+            self._train_and_commit(net, opt, state, self._label_kind, self.classes_,
+                                   getattr(self, "feature_names_in_", None), source, p, epochs, None, monitor,
+                                   self._scaler)
         except BaseException:
             start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
             raise
@@ -733,6 +789,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         if ds.n_features != self.n_features_in_:
             raise ValueError(f"{ds.path} has {ds.n_features} feature columns, but MLPClassifier is expecting "
                              f"{self.n_features_in_} features as input")
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and ds.named_columns and list(ds.feature_names) != [str(n) for n in fitted]:
+            raise ValueError(f"{ds.path}: the feature columns {ds.feature_names} are not those the model was fitted "
+                             f"with, in its order: {list(fitted)}; open it with features=[...] in that order")
 
     def _dataset_source(self, net: MLP, ds: Dataset, p: dict[str, Any], encode: LabelEncoder,
                         scaler: Standardizer | None) -> Any:
@@ -754,8 +814,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             validate = lambda: self._dataset_accuracy(net, kind, val_ds, encode, scaler)  # noqa: E731
         opt = self._optimizer_for(net, p, train_ds.n_rows)
         source = self._dataset_source(net, train_ds, p, encode, scaler)
-        self._train_and_commit(net, opt, state, kind, classes, source, p, p["epochs"], validate, monitor, scaler)
-        self._set_feature_names(ds)
+        self._train_and_commit(net, opt, state, kind, classes, self._dataset_names(ds), source, p, p["epochs"],
+                               validate, monitor, scaler)
         return self
 
     def _partial_fit_dataset(self, ds: Dataset, y: Any, classes: Any, p: dict[str, Any], epochs: int,
@@ -768,8 +828,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             scaler = self._dataset_scaler(ds, net.dtype) if self.standardize else None
             opt = self._optimizer_for(net, p, ds.n_rows)
             source = self._dataset_source(net, ds, p, encode, scaler)
-            self._train_and_commit(net, opt, state, kind, cls, source, p, epochs, None, monitor, scaler)
-            self._set_feature_names(ds)
+            self._train_and_commit(net, opt, state, kind, cls, self._dataset_names(ds), source, p, epochs, None,
+                                   monitor, scaler)
             return self
         self._check_same_setup(p)
         self._check_dataset_features(ds)
@@ -781,13 +841,12 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self._continue(p, self._dataset_source(self.net_, ds, p, encode, self._scaler), epochs, monitor)
         return self
 
-    def _set_feature_names(self, ds: Dataset) -> None:
-        """Column names that come from the file (Parquet, Arrow, CSV with a header) are kept, so that
-        data with the same columns in another order can be matched by name (``bp-gpu predict``)."""
-        if ds.named_columns:
-            self.feature_names_in_ = np.array(ds.feature_names, dtype=object)
-        else:
-            self.__dict__.pop("feature_names_in_", None)
+    @staticmethod
+    def _dataset_names(ds: Dataset) -> np.ndarray | None:
+        """``feature_names_in_`` of a model fitted on ``ds``: the column names the file gives
+        (Parquet, Arrow, CSV with a header), so that files with the same columns in another order
+        are matched by name (``bp-gpu predict``); none for positions."""
+        return np.array(ds.feature_names, dtype=object) if ds.named_columns else None
 
     def _chunk_proba(self, net: MLP, X: np.ndarray, scaler: Standardizer | None) -> np.ndarray:
         """p(t = 1 | x) per output of a data set chunk (its own array, of the model's dtype)."""
@@ -898,11 +957,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return X_train, T_train
 
     def _train_and_commit(
-        self, net, opt, state, kind, classes, source, p, epochs, validate, monitor, scaler
+        self, net, opt, state, kind, classes, names, source, p, epochs, validate, monitor, scaler
     ) -> None:
         def view() -> MLPClassifier:
             m = type(self)(**self.get_params())
-            m._commit(net, opt, state, kind, classes, early=validate is not None, scaler=scaler)
+            m._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
             return m
 
         train(
@@ -918,9 +977,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             make_view=view,
             verbose=bool(self.verbose),
         )
-        self._commit(net, opt, state, kind, classes, early=validate is not None, scaler=scaler)
+        self._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
 
-    def _commit(self, net, opt, state, kind, classes, early: bool, scaler: Standardizer | None = None) -> None:
+    def _commit(self, net, opt, state, kind, classes, early: bool, feature_names: np.ndarray | None = None,
+                scaler: Standardizer | None = None) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
         self.net_ = net
         self._optimizer = opt
@@ -935,6 +995,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.n_outputs_ = net.layer_sizes[-1]
         self.loss_curve_ = list(state.loss_curve)
         self.n_iter_ = state.n_iter
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         if early:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
@@ -967,6 +1035,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         if isinstance(X, Dataset):
             parts = [P for P, _ in self.iter_predict_proba(X)]
             return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)))
+        check_feature_names(self, X)
         Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_), self._scaler)
         return self._proba(self._raw_proba(self.net_, Xd))
 

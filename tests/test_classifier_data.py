@@ -28,7 +28,7 @@ def _parquet(path, X, y, row_group=100):
     return bd.open(path, target="label")
 
 
-KW = dict(hidden_layer_sizes=(6,), batch_size=32, epochs=3, learning_rate=0.02, seed=4, backend="cpu",
+KW = dict(hidden_layer_sizes=(6,), batch_size=32, epochs=3, learning_rate=0.02, random_state=4, backend="cpu",
           dtype="float64")
 
 
@@ -39,6 +39,10 @@ def _same_model(a, b, rtol=0.0):
     assert a.loss_curve_ == b.loss_curve_ if rtol == 0 else np.allclose(a.loss_curve_, b.loss_curve_, rtol=rtol)
 
 
+NO_NAMES = "ignore:X does not have valid feature names:UserWarning"  # a file's names, then arrays
+
+
+@pytest.mark.filterwarnings(NO_NAMES)
 def test_fit_on_a_parquet_file_trains_reproducibly_and_predicts_like_the_arrays(tmp_path, rng):
     X, y = _problem(rng)
     ds = _parquet(tmp_path / "d.parquet", X, y)
@@ -50,7 +54,15 @@ def test_fit_on_a_parquet_file_trains_reproducibly_and_predicts_like_the_arrays(
     np.testing.assert_array_equal(a.predict_proba(ds), a.predict_proba(X))
     np.testing.assert_array_equal(a.predict(ds), a.predict(X))
     assert a.score(ds) == a.score(X, y)
-    assert list(a.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert list(a.feature_names_in_) == ["x0", "x1", "x2", "x3"]  # the file's names, as for a DataFrame
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        a.predict(X)
+    reordered = tmp_path / "r.parquet"
+    pq.write_table(pa.table({"x1": X[:, 1], "x0": X[:, 0], "x2": X[:, 2], "x3": X[:, 3], "label": y}), reordered)
+    with pytest.raises(ValueError, match=r"the feature columns \['x1', 'x0', 'x2', 'x3'\] are not those"):
+        a.predict(bd.open(reordered, target="label"))
+    ordered = bd.open(reordered, target="label", features=list(a.feature_names_in_))
+    np.testing.assert_array_equal(a.predict_proba(ordered), a.predict_proba(ds))
     np.testing.assert_allclose(a.feature_mean_, X.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(a.feature_std_, X.std(axis=0), rtol=1e-12)
 

@@ -46,6 +46,7 @@ def parquet_model(tmp_path_factory):
     return d, X, y
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
 def test_train_from_parquet_predict_to_parquet_and_csv_and_export(capsys, parquet_model, tmp_path):
     d, X, y = parquet_model
     clf = bp_gpu.load(d / "m.npz")
@@ -164,11 +165,13 @@ def test_data_errors_are_one_line_and_say_what_is_wrong(capsys, parquet_model, t
     assert e.value.code == 2 and "expected one character" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names:UserWarning")
 def test_the_models_feature_names_pick_and_order_the_columns(parquet_model, tmp_path):
     from bp_gpu.cli._dataset import open_data
 
     d, X, y = parquet_model
-    clf = bp_gpu.MLPClassifier((4,), epochs=1, backend="cpu", seed=0).fit(bd.open(d / "d.parquet", target="label"))
+    clf = bp_gpu.MLPClassifier((4,), epochs=1, backend="cpu", random_state=0)
+    clf.fit(bd.open(d / "d.parquet", target="label"))
     assert list(clf.feature_names_in_) == ["a", "b", "c"]
     pq.write_table(pa.table({"id": np.arange(len(X)), "c": X[:, 2], "label": y, "a": X[:, 0], "b": X[:, 1]}),
                    tmp_path / "other.parquet")

@@ -182,7 +182,7 @@ def test_classifier_early_stopping_matches_cpu(cp, rng):
 
     X = rng.standard_normal((600, 5))
     y = X[:, :3].argmax(axis=1)
-    kw = dict(hidden_layer_sizes=(12,), batch_size=64, epochs=8, learning_rate=0.01, seed=2,
+    kw = dict(hidden_layer_sizes=(12,), batch_size=64, epochs=8, learning_rate=0.01, random_state=2,
               dtype="float64", early_stopping=True, n_iter_no_change=3)
     gpu = MLPClassifier(backend="cuda", **kw).fit(X, y)
     cpu = MLPClassifier(backend="cpu", **kw).fit(X, y)
@@ -204,7 +204,7 @@ def test_training_from_a_data_set_matches_cpu(cp, rng, tmp_path):
     X = rng.standard_normal((3001, 6)) * 5 + 3
     y = np.array(["a", "b", "c"])[X[:, :3].argmax(axis=1)]
     np.save(tmp_path / "d.npy", np.column_stack([X, X[:, :3].argmax(axis=1)]))
-    kw = dict(hidden_layer_sizes=(16,), batch_size=96, epochs=4, learning_rate=0.01, seed=2, dtype="float64",
+    kw = dict(hidden_layer_sizes=(16,), batch_size=96, epochs=4, learning_rate=0.01, random_state=2, dtype="float64",
               early_stopping=True, n_iter_no_change=3, standardize=True)
     for ds in (bd.from_arrays(X, y, chunk_rows=250), bd.open(tmp_path / "d.npy", target=6, chunk_rows=250)):
         gpu = MLPClassifier(backend="cuda", **kw).fit(ds)

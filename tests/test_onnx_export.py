@@ -167,7 +167,7 @@ def _classifier_data(kind, rng):
 def test_classifier_to_onnx_gives_predict_proba_and_predict(tmp_path, kind, standardize):
     rng = np.random.default_rng(11)
     X, y = _classifier_data(kind, rng)
-    clf = bp_gpu.MLPClassifier((8,), epochs=15, batch_size=32, learning_rate=0.02, seed=0, backend="cpu",
+    clf = bp_gpu.MLPClassifier((8,), epochs=15, batch_size=32, learning_rate=0.02, random_state=0, backend="cpu",
                                standardize=standardize).fit(X, y)
     clf.to_onnx(tmp_path / "m.onnx")
     onnx.checker.check_model(onnx.load(tmp_path / "m.onnx"), full_check=True)

@@ -16,12 +16,9 @@ a header, the features are taken by name, in the model's order.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -60,36 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where to run the model (default auto: cuda if usable)",
     )
     p.set_defaults(func=run)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str, mode: str, **open_kwargs: Any) -> Iterator[IO[Any]]:
-    """A file object on a temporary beside ``path`` (``.NAME.XXXXXXXX.tmp``), renamed over ``path``
-    when the block ends normally and removed when it raises. Errors name ``path``, never the
-    temporary. (The same contract as ``bp_gpu._files.atomic_write``; this command streams into it.)"""
-    directory, name = os.path.split(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise type(exc)(f"cannot write {path}: {exc.strerror or exc}") from None
-    done = False
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise type(exc)(f"cannot write {path}: {exc.strerror or exc}") from None
-        done = True
-    finally:
-        if not done:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 class CsvRows:
@@ -148,11 +115,14 @@ def _check_targets(clf: Any, data: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._files import atomic_write, check_writable
     from ..classifier import MULTILABEL
     from ..persistence import load
     from . import CLIError
     from ._dataset import open_data
 
+    if args.out is not None:
+        check_writable(args.out)  # a bad --out is found before anything is read
     clf = load(args.model, backend=None if args.backend == "auto" else args.backend)
     try:
         data = open_data(args, args.target, clf)
@@ -205,10 +175,10 @@ def run(args: argparse.Namespace) -> int:
         types = [pa.int64()] * K if multilabel else [label_type]
         if args.proba:
             types += [pa.from_numpy_dtype(dtype)] * K
-        with atomic_output(args.out, "wb") as f:
+        with atomic_write(args.out, "wb") as f:
             stream(lambda: ParquetRows(f, head, types))
     elif args.out is not None:
-        with atomic_output(args.out, "w", newline="") as f:
+        with atomic_write(args.out, "w", newline="") as f:
             stream(lambda: CsvRows(f, head))
     else:
         try:

@@ -18,7 +18,7 @@ def test_cuda_and_cpu_train_the_same_from_a_data_set_and_export_the_same(rng, tm
     X = rng.normal(size=(45, 3)) * [1, 10, 0.1] + [0, 50, 2]
     y = np.where(X[:, 0] > 0, "a", "b") if kind == "binary" else (X[:, 0] > 0).astype(int) + (X[:, 2] > 2)
     ds = bd.from_arrays(X, y, chunk_rows=10)  # 5 chunks, a ragged one; batches of 8: a ragged last batch
-    kw = dict(hidden_layer_sizes=(4,), batch_size=8, epochs=2, learning_rate=0.05, seed=3, dtype="float64",
+    kw = dict(hidden_layer_sizes=(4,), batch_size=8, epochs=2, learning_rate=0.05, random_state=3, dtype="float64",
               optimizer="adam", standardize=True)
     gpu, cpu = MLPClassifier(backend="cuda", **kw).fit(ds), MLPClassifier(backend="cpu", **kw).fit(ds)
     assert gpu.net_.backend == "cuda" and cpu.net_.backend == "cpu"
