@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from ._feature_names import check_feature_names, feature_names
 from .mlp import DTYPES, MLP
 from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
 from .train import ArraySource, Snapshot, TrainingMonitor, TrainState, train
@@ -162,9 +163,18 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         rounding; it changes the saved network.
     dtype : {"float32", "float64"}, default "float32"
     backend : {"auto", "cpu", "cuda"}, default "auto"
+    random_state : None, int >= 0, numpy.random.Generator or numpy.random.RandomState, default None
+        The source of the initial weights, the shuffle order and the early-stopping split: three
+        independent streams of one ``numpy.random.SeedSequence``, drawn on the host so cpu and cuda
+        agree to rounding. As in scikit-learn: an int gives the same model at every ``fit``; None
+        draws the seed from NumPy's global RandomState (every fit differs; ``np.random.seed`` makes
+        it reproducible); a Generator or RandomState is drawn from, so its state advances and two
+        fits with the same instance differ. Only ``fit`` (and a first ``partial_fit``) use it: later
+        ``partial_fit`` calls continue the model's own shuffle generator. A saved model stores an int,
+        or None for None and for an instance (the file keeps the shuffle generator's state instead).
     seed : int >= 0 or None, default None
-        Seeds the initial weights, the shuffle order and the early-stopping split (all drawn on the
-        host with NumPy, so cpu and cuda agree to rounding). None draws fresh entropy.
+        Deprecated alias of ``random_state`` (a FutureWarning at ``fit``; removed in the next
+        release). Giving both is an error.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the data (stratified), stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs, keep the best epoch's model.
@@ -179,6 +189,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     ----------
     classes_ : ndarray (n_classes,)   (for multi-label: ``arange(K)``)
     n_features_in_ : int
+    feature_names_in_ : ndarray of str objects (n_features_in_,)
+        The column names when ``fit`` got a DataFrame whose names are all strings (absent
+        otherwise). Later ``predict``/``predict_proba``/``score``/``partial_fit`` calls check them as
+        scikit-learn does: different or reordered names raise ValueError; names on one side only
+        give a UserWarning.
     n_outputs_ : int                  network outputs: 1 (binary) or K
     net_ : bp_gpu.MLP                 the trained network
     loss_curve_ : list of float       mean training loss per epoch
@@ -201,6 +216,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         positive_class: int = 1,
         dtype: str = "float32",
         backend: str = "auto",
+        random_state: int | np.random.Generator | np.random.RandomState | None = None,
         seed: int | None = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
@@ -221,6 +237,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.positive_class = positive_class
         self.dtype = dtype
         self.backend = backend
+        self.random_state = random_state
         self.seed = seed
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -260,8 +277,17 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
         if self.backend not in ("auto", "cpu", "cuda"):
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
+        rs = self.random_state
         if self.seed is not None:
+            if rs is not None:
+                raise ValueError("seed is a deprecated alias of random_state; give random_state only")
             _int("seed", self.seed, 0)
+        if not (rs is None or isinstance(rs, (np.random.Generator, np.random.RandomState))
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
+            raise ValueError(
+                "random_state must be None, an int >= 0, a numpy.random.Generator or a "
+                f"numpy.random.RandomState; got {rs!r}"
+            )
         for name in ("early_stopping", "verbose"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
@@ -296,7 +322,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 "sparse input is not supported: MLPClassifier needs dense X "
                 "(convert with X.toarray() if it fits in memory)"
             )
-        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (feature names are not tracked)
+        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (the caller checked the names)
             X = X.to_numpy()
         if V.array_module(X) is np:
             X = np.asarray(X)
@@ -403,9 +429,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _fresh(
         self, p: dict[str, Any], n_features: int, n_outputs: int
     ) -> tuple[MLP, TrainState, np.random.Generator]:
-        """A new network and loop state from ``seed``, and the early-stopping split's generator:
-        three independent streams, so each is the same whatever the others draw."""
-        init_seq, shuffle_seq, split_seq = np.random.SeedSequence(self.seed).spawn(3)
+        """A new network and loop state from ``random_state``, and the early-stopping split's
+        generator: three independent streams, so each is the same whatever the others draw."""
+        init_seq, shuffle_seq, split_seq = self._seed_sequence().spawn(3)
         net = MLP(
             [n_features, *p["hidden"], n_outputs],
             positive_class=int(self.positive_class),
@@ -415,6 +441,29 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         )
         state = TrainState(rng=np.random.default_rng(shuffle_seq))
         return net, state, np.random.default_rng(split_seq)
+
+    def _seed_sequence(self) -> np.random.SeedSequence:
+        """The root of a new model's randomness (see ``random_state``); draws from an instance."""
+        source = self.random_state
+        if self.seed is not None:
+            warnings.warn(
+                "MLPClassifier(seed=...) is deprecated and will be removed in the next release; use "
+                "random_state=... (the same int gives the same model)",
+                FutureWarning,
+                stacklevel=4,
+            )
+            source = self.seed
+        if isinstance(source, numbers.Integral):
+            return np.random.SeedSequence(int(source))
+        # scikit-learn's check_random_state(None) is NumPy's global RandomState, which np.random.*
+        # draws from (sklearn/utils/validation.py).
+        if source is None:
+            words = np.random.randint(0, 2**32, size=4, dtype=np.uint32)
+        elif isinstance(source, np.random.Generator):
+            words = source.integers(0, 2**32, size=4, dtype=np.uint32)
+        else:
+            words = source.randint(0, 2**32, size=4, dtype=np.uint32)
+        return np.random.SeedSequence([int(w) for w in words])
 
     def _learning_rate(self, p: dict[str, Any], n_train: int) -> float | Schedule:
         """The rate or schedule of ``p`` for an epoch of ``n_train`` rows (schedules count steps)."""
@@ -434,9 +483,13 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
         ``monitor`` (optional) gets ``on_batch(n_rows)`` and ``on_epoch(EpochInfo)`` calls (see
         ``bp_gpu.train``). If anything fails (bad input, divergence) the estimator is left exactly
-        as it was; Ctrl-C stops cleanly with the model of the last completed epoch.
+        as it was. Ctrl-C stops cleanly: after at least one completed epoch ``fit`` returns with the
+        model of the last completed epoch (a RuntimeWarning says how many); before the first epoch
+        completes nothing is committed, the KeyboardInterrupt propagates and the estimator is as it
+        was (still unfitted, or the previous model).
         """
         p = self._checked_params()
+        names = feature_names(X)
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
         net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
@@ -451,7 +504,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
         opt = self._optimizer_for(net, p, Xh.shape[0])
         self._train_and_commit(
-            net, opt, state, kind, classes, Xh, T, p, p["epochs"], validate, monitor
+            net, opt, state, kind, classes, names, Xh, T, p, p["epochs"], validate, monitor
         )
         return self
 
@@ -472,11 +525,12 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         equals ``fit`` for k + j (without early stopping, which ``partial_fit`` does not use).
         ``learning_rate``, ``momentum``, ``weight_decay``, ``batch_size``, ``verbose`` may change
         between calls; the architecture, optimizer kind, dtype, backend and convention may not.
-        A failed call leaves the model as it was.
+        A failed call leaves the model as it was; Ctrl-C as in ``fit``.
         """
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
         if not hasattr(self, "net_"):
+            names = feature_names(X)
             Xh = self._host_X(X)
             y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
             if classes is None and not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
@@ -492,10 +546,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             kind, cls, T = self._encode(y, Xh.shape[0], cls)
             net, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
             opt = self._optimizer_for(net, p, Xh.shape[0])
-            self._train_and_commit(net, opt, state, kind, cls, Xh, T, p, epochs, None, monitor)
+            self._train_and_commit(net, opt, state, kind, cls, names, Xh, T, p, epochs, None, monitor)
             return self
 
         self._check_same_setup(p)
+        check_feature_names(self, X)
         Xh = self._host_X(X, self.n_features_in_)
         if classes is not None and not np.array_equal(
             np.unique(np.asarray(classes)), self.classes_
@@ -522,7 +577,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             if self.optimizer == "momentum":
                 opt.momentum = p["momentum"]
             self._train_and_commit(
-                net, opt, state, kind, self.classes_, Xh, T, p, epochs, None, monitor
+                net, opt, state, kind, self.classes_, getattr(self, "feature_names_in_", None), Xh, T, p, epochs,
+                None, monitor
             )
         except BaseException:
             start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
@@ -592,7 +648,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         return float(np.mean(((P > 0.5) == (T == 1)).all(axis=1)))
 
     def _train_and_commit(
-        self, net, opt, state, kind, classes, Xh, T, p, epochs, validate, monitor
+        self, net, opt, state, kind, classes, names, Xh, T, p, epochs, validate, monitor
     ) -> None:
         dt = net.dtype
         X_train = V.check_features(
@@ -607,7 +663,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
         def view() -> MLPClassifier:
             m = type(self)(**self.get_params())
-            m._commit(net, opt, state, kind, classes, early=validate is not None)
+            m._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names)
             return m
 
         train(
@@ -623,9 +679,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             make_view=view,
             verbose=bool(self.verbose),
         )
-        self._commit(net, opt, state, kind, classes, early=validate is not None)
+        self._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names)
 
-    def _commit(self, net, opt, state, kind, classes, early: bool) -> None:
+    def _commit(self, net, opt, state, kind, classes, early: bool, feature_names: np.ndarray | None = None) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
         self.net_ = net
         self._optimizer = opt
@@ -637,6 +693,10 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.n_outputs_ = net.layer_sizes[-1]
         self.loss_curve_ = list(state.loss_curve)
         self.n_iter_ = state.n_iter
+        if feature_names is not None:
+            self.feature_names_in_ = feature_names
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         if early:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
@@ -649,6 +709,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         """Probabilities as float64 NumPy: (n, 2) binary, (n, K) multi-class (rows sum to 1),
         (n, K) multi-label (per-label probabilities); columns in ``classes_`` order."""
         self._check_fitted()
+        check_feature_names(self, X)
         Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_))
         P = self._raw_proba(self.net_, Xd)
         if self._label_kind == BINARY:

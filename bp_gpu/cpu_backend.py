@@ -46,7 +46,7 @@ class CpuSteps:
             rule, *rest = args
             if rule not in cpu_optimizer.RULES:
                 raise ValueError(f"unknown update rule {rule}")
-            return bind_call(cpu_optimizer._optimizer_update, int(rule), *rest)
+            return bind_call(cpu_optimizer.UPDATES[rule], *rest)
         return bind_call(getattr(self, name), *args)
 
 

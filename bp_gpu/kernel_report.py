@@ -4,7 +4,7 @@ Each kernel of ``bp_gpu.kernels`` is compiled to PTX with ``numba.cuda.compile_p
 compute capability, then linked to SASS with ``cuda.core``'s ``Linker`` (nvJitLink), whose verbose
 log gives registers, spills, shared and local memory. Used by ``tests/test_kernels_compile.py``
 (which fails on any spill) and by ``bp-gpu kernels``. Needs NVRTC and nvJitLink
-(``pip install 'bp_gpu[test]'``), not a device; does not work under the simulator.
+(``pip install 'bp_gpu[kernels]'``), not a device; does not work under the simulator.
 """
 
 from __future__ import annotations
@@ -104,6 +104,17 @@ def compile_kernel(fn: Any, sig: tuple, cc: tuple[int, int]) -> tuple[str, str]:
     return ptx, linker.get_info_log()
 
 
+def _missing_compiler_errors() -> tuple[type[BaseException], ...]:
+    """What compiling raises when cuda-core, NVRTC or nvJitLink is not installed: ImportError, and
+    cuda.pathfinder's DynamicLibNotFoundError for a shared library it cannot find
+    (cuda-pathfinder: cuda/pathfinder/_dynamic_libs/load_dl_common.py)."""
+    try:
+        from cuda.pathfinder import DynamicLibNotFoundError
+    except ImportError:
+        return (ImportError,)
+    return (ImportError, DynamicLibNotFoundError)
+
+
 @cache
 def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tuple[KernelInfo, ...]:
     """Compile every kernel x dtype for cc; one ``KernelInfo`` each (cached per process)."""
@@ -118,9 +129,11 @@ def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tu
             where = f"{name} ({dtype}, sm_{cc[0]}{cc[1]})"
             try:
                 ptx, log = compile_kernel(fn, sig, cc)
-            except ImportError as exc:
+            except _missing_compiler_errors() as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise RuntimeError(
-                    f"{where}: cannot compile, {exc}. Install NVRTC and nvJitLink: pip install 'bp_gpu[test]'"
+                    f"{where}: cannot compile ({reason}); the kernel report needs NVRTC and nvJitLink: "
+                    "pip install 'bp_gpu[kernels]'"
                 ) from exc
             rows.append(KernelInfo(name, dtype, cc, ptx_bytes=len(ptx.encode()), **parse_link_log(log, where)))
     return tuple(rows)

@@ -18,26 +18,31 @@ key                dtype, shape           content
 
 ``meta`` holds: ``layer_sizes`` [N_0, ..., N_L]; ``positive_class`` (the convention: each output is
 ``p(t = positive_class | x)``); ``dtype``; ``label_kind`` (binary / multiclass / multilabel);
-``hyperparameters`` (``get_params()``); ``optimizer`` (kind, step count, learning-rate schedule
+``hyperparameters`` (``get_params()``; ``random_state`` as an int or null, a Generator/RandomState
+being stored as null; files written before ``random_state`` existed have ``seed``, read as
+``random_state``); ``optimizer`` (kind, step count, learning-rate schedule
 ``{kind, peak, warmup_steps, total_steps, final}``, momentum, weight decay); ``train_state`` (epochs
 done, loss curve, validation scores, early-stopping counters and the shuffle generator's PCG64 state,
-so training resumes exactly); ``early_stopping_fit``;
-``bp_gpu_version``. The flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
+so training resumes exactly); ``early_stopping_fit``; ``feature_names`` (``feature_names_in_`` as a
+list of strings; null when fitted without names, absent in older files); ``bp_gpu_version``. The
+flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
 with each ``W_l`` row-major, P the number of parameters.
 
 Files are written to a temporary file in the target directory and renamed over the target
-(``os.replace``), so a crash never leaves a half-written model under the final name.
+(``os.replace``), so a crash never leaves a half-written model under the final name; a killed
+writer's temporary is removed by the next save to the same path (``bp_gpu._files``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
+
+from ._files import atomic_write
 
 FORMAT_NAME = "bp_gpu.MLPClassifier"
 FORMAT_VERSION = 2
@@ -83,6 +88,8 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
     hyper["hidden_layer_sizes"] = (
         [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
     )
+    rs = hyper["random_state"]  # a Generator/RandomState has no JSON form: stored as None
+    hyper["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
     meta = {
         "bp_gpu_version": __version__,
         "layer_sizes": list(net.layer_sizes),
@@ -105,6 +112,7 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
         },
         "train_state": clf._state.to_dict(),
         "early_stopping_fit": hasattr(clf, "validation_scores_"),
+        "feature_names": [str(n) for n in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
     }
     m, v = opt.state_arrays()
     arrays: dict[str, np.ndarray] = {
@@ -123,22 +131,8 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
 def save(clf: Any, path: Any) -> None:
     """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
     arrays = to_arrays(clf)
-    path = os.fspath(path)
-    target_dir = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=target_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get.
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _schedule(kind: str, peak: float, warmup_steps: int, total_steps: int, final: float) -> Any:
@@ -234,6 +228,15 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
                            float(sc["final"]))
         state = TrainState.from_dict(meta["train_state"])
         early = bool(meta["early_stopping_fit"])
+        names = meta.get("feature_names")  # absent in files written before it existed
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"feature_names must be a list of strings; got {names!r}")
+            if len(names) != sizes[0]:
+                raise ModelFileError(
+                    f"{path}: feature_names has {len(names)} names but the model has {sizes[0]} inputs"
+                )
+            names = np.array(names, dtype=object)
     except ModelFileError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -247,6 +250,8 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
 
     defaults = MLPClassifier().get_params()
     known = set(defaults)
+    if "random_state" not in hyper:  # written before random_state replaced seed: its seed is the int
+        hyper["random_state"], hyper["seed"] = hyper.get("seed"), None
     if int(version) == 1:
         hyper = {**{k: defaults[k] for k in known - set(hyper)}, **hyper}
     if set(hyper) != known:
@@ -293,5 +298,5 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         raise ModelFileError(
             f"{path}: train_state has n_iter={state.n_iter} but {len(state.loss_curve)} loss values"
         )
-    clf._commit(net, opt, state, kind, classes, early=early)
+    clf._commit(net, opt, state, kind, classes, early=early, feature_names=names)
     return clf

@@ -18,7 +18,9 @@ Design points, each for a stated reason:
   step). "auto" streams only when the data would take more than half of the device's free memory.
 - Ctrl-C: the model is snapshot (device copies of parameters and optimizer state, host copies of
   the loop state) after every completed epoch, into two alternating buffers so that an interrupt
-  during a snapshot still leaves the previous one whole; an interrupt restores the last one.
+  during a snapshot still leaves the previous one whole; an interrupt restores the last one. With
+  no epoch completed there is nothing to keep: the state goes back to the start and the
+  KeyboardInterrupt propagates, so a caller commits nothing.
 """
 
 from __future__ import annotations
@@ -325,7 +327,9 @@ def train(
     ``validate()`` returns a score (higher is better) of the current parameters: with it, training
     stops once the score has not improved by ``tol`` for ``n_iter_no_change`` epochs, and the
     parameters of the best epoch are restored (scikit-learn's early stopping). Returns True when
-    interrupted by Ctrl-C (the state is then the last completed epoch's). Raises
+    interrupted by Ctrl-C after at least one epoch (the state is then the last completed epoch's,
+    and a RuntimeWarning says so); an interrupt before the first epoch of the call completes puts
+    the state back as it was on entry and raises the KeyboardInterrupt. Raises
     ``TrainingDivergedError`` on a NaN/inf loss, leaving the state mid-training for the caller to
     discard or roll back.
     """
@@ -391,6 +395,8 @@ def train(
                 break
     except KeyboardInterrupt:
         snaps[good].restore(state)
+        if state.n_iter == first:
+            raise  # no epoch of this call completed: nothing to keep, the state is as it was
         interrupted = True
         warnings.warn(
             f"training interrupted by the user after {state.n_iter} completed epochs; the model "

@@ -1,8 +1,12 @@
 """`bp-gpu demo`, `train`, `predict`, run as a user runs them (subprocess) on small files."""
 
 import csv
+import os
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -229,7 +233,7 @@ def test_checkpoints_are_written_as_training_goes(tmp_path, table):
                 saved.append(bp_gpu.load(tmp_path / "ck.npz").n_iter_)
 
     mon = Spy(len(X), 5, quiet=True, checkpoint=(str(tmp_path / "ck.npz"), 2))
-    MLPClassifier((4,), epochs=5, backend="cpu", seed=0).fit(X, y, monitor=mon)
+    MLPClassifier((4,), epochs=5, backend="cpu", random_state=0).fit(X, y, monitor=mon)
     assert mon.checkpoints_written == 2 and saved == [2, 2, 4, 4]
 
 
@@ -277,3 +281,85 @@ def test_non_numeric_feature_is_located(tmp_path):
 def test_bad_option_values_are_usage_errors(table):
     r = cli("train", table[0] / "train.csv", "--target", "label", "--hidden", "64,x")
     assert r.returncode == 2 and "expected comma-separated layer widths" in r.stderr
+
+
+def test_ctrl_c_before_the_first_epoch_leaves_out_as_it_was(tmp_path):
+    # A real SIGINT to a run whose first epoch takes seconds (50,000 rows through 2048 x 2048).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50_000, 20)).astype(np.float32)
+    np.savez(tmp_path / "big.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    keep = tmp_path / "keep.npz"
+    bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", random_state=0).fit(X[:50], X[:50, 0] > 0).save(keep)
+    before, inode = keep.read_bytes(), keep.stat().st_ino
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bp_gpu.cli", "train", tmp_path / "big.npz", "--target", "y", "--hidden",
+         "2048,2048", "--epochs", "100", "--backend", "cpu", "--out", keep],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # SIGINT as at a terminal, even where this test runs with it ignored (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no start line within 120 s"
+        line = proc.stdout.readline()
+        assert line.startswith("training on 50000 rows"), line  # past the imports and the data
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == f"bp-gpu train: interrupted before the first epoch completed; {keep} was left as it was"
+    assert "Traceback" not in err and "saved" not in out
+    assert keep.read_bytes() == before and keep.stat().st_ino == inode
+    assert sorted(os.listdir(tmp_path)) == ["big.npz", "keep.npz"]
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_unwritable_targets_are_found_before_training(tmp_path, table, option):
+    bad = tmp_path / "no" / "such" / ("m.npz" if option == "--out" else "c.png")
+    args = ["train", table[0] / "train.csv", "--target", "label", "--epochs", 3, "--backend", "cpu",
+            "--checkpoint-every", 1, option, bad]
+    if option == "--plot":
+        args += ["--out", tmp_path / "m.npz"]
+    r = cli(*args)
+    _one_line_error(r, f"bp-gpu train: error: cannot write {bad}: the directory {bad.parent} does not exist")
+    assert r.stdout == "" and os.listdir(tmp_path) == []  # nothing trained, nothing written
+
+
+def test_demo_prints_the_batch_size_in_use(tmp_path):
+    r = _ok(cli("demo", "--epochs", 1, "--batch-size", 100_000, "--backend", "cpu", "--no-plot"))
+    assert ", batch 426 (all 426 training rows), " in r.stdout, r.stdout
+
+
+def test_resume_refuses_options_that_contradict_the_saved_model(tmp_path, table):
+    d = table[0]
+    common = ["--target", "label", "--backend", "cpu", "--quiet"]
+    _ok(cli("train", d / "train.csv", *common, "--hidden", "5", "--optimizer", "momentum", "--epochs", 2,
+            "--out", tmp_path / "m.npz"))
+    before = (tmp_path / "m.npz").read_bytes()
+    r = cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 4, "--out",
+            tmp_path / "m.npz", "--hidden", "32", "--optimizer", "adam", "--seed", "0", "--dtype", "float64")
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.strip() == (
+        f"bp-gpu train: error: --resume {tmp_path / 'm.npz'} continues the saved model, and these options "
+        "contradict it: --hidden 32 (the model has 5), --optimizer adam (the model has momentum), "
+        "--dtype float64 (the model has float32); drop them, or train a new model without --resume"
+    )
+    r = cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 4, "--early-stopping")
+    assert r.returncode == 2 and "--early-stopping cannot be used with --resume" in r.stderr
+    assert (tmp_path / "m.npz").read_bytes() == before
+
+
+def test_resume_applies_the_options_that_may_change(tmp_path, table):
+    d = table[0]
+    common = ["--target", "label", "--backend", "cpu", "--quiet", "--hidden", "5", "--optimizer", "momentum"]
+    _ok(cli("train", d / "train.csv", *common, "--epochs", 2, "--out", tmp_path / "m.npz"))
+    # The same architecture options again are no contradiction; the rate, batch size and decay apply.
+    r = _ok(cli("train", d / "train.csv", *common, "--resume", tmp_path / "m.npz", "--epochs", 3,
+                "--learning-rate", 0.05, "--batch-size", 8, "--weight-decay", 0.001, "--out", tmp_path / "r.npz"))
+    assert ("resuming with --learning-rate 0.05, --batch-size 8, --weight-decay 0.001, --backend cpu (the rest "
+            f"as saved in {tmp_path / 'm.npz'})") in r.stdout
+    resumed = bp_gpu.load(tmp_path / "r.npz")
+    assert (resumed.learning_rate, resumed.batch_size, resumed.weight_decay) == (0.05, 8, 0.001)
+    assert resumed.n_iter_ == 3 and resumed._optimizer.learning_rate.peak == 0.05

@@ -1,6 +1,9 @@
 """The CPU backend's optimizer steps (Numba) against their NumPy spec, over several steps of a
 schedule, on ragged sizes, float32 and float64."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -70,3 +73,29 @@ def test_gradients_are_left_alone_and_unknown_rules_rejected(rng):
     np.testing.assert_array_equal(g, g0)
     with pytest.raises(ValueError, match="unknown update rule 7"):
         C.optimizer_update(7, p, g, np.zeros((2, 9)), _hyper(), 6)
+
+
+def test_a_fit_compiles_only_what_it_uses():
+    # A fresh process (dispatchers empty; loading a cached specialization counts as compiling it).
+    code = """
+import subprocess
+import sys
+
+import numpy as np
+import bp_gpu
+from bp_gpu import cpu_optimizer as C, cpu_steps as S
+from bp_gpu.optim import hyper as H
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(50, 4))
+bp_gpu.MLPClassifier((5,), optimizer="adam", epochs=1, backend="cpu", random_state=0).fit(X, X[:, 0] > 0)
+compiled = {name: len(f.signatures) for name, f in [
+    *((f"update rule {r}", C.UPDATES[r]) for r in C.RULES), ("lamb", C._lamb_update),
+    ("forward f32", S._bias_sigmoid_forward_f32), ("forward f64", S._bias_sigmoid_forward_f64),
+    ("output f32 column", S._output_loss_delta_f32_column), ("output f32", S._output_loss_delta_f32),
+    ("output f64", S._output_loss_delta)]}
+print(sorted(name for name, n in compiled.items() if n))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sorted([f"update rule {H.ADAM}", "forward f32", "output f32 column"]))

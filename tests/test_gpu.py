@@ -230,7 +230,7 @@ def test_classifier_early_stopping_matches_cpu(cp, rng):
 
     X = rng.standard_normal((600, 5))
     y = X[:, :3].argmax(axis=1)
-    kw = dict(hidden_layer_sizes=(12,), batch_size=64, epochs=8, learning_rate=0.01, seed=2,
+    kw = dict(hidden_layer_sizes=(12,), batch_size=64, epochs=8, learning_rate=0.01, random_state=2,
               dtype="float64", early_stopping=True, n_iter_no_change=3)
     gpu = MLPClassifier(backend="cuda", **kw).fit(X, y)
     cpu = MLPClassifier(backend="cpu", **kw).fit(X, y)

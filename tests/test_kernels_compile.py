@@ -5,6 +5,8 @@ read from the linker log by ``bp_gpu.kernel_report`` (the same code ``bp-gpu ker
 """
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -128,3 +130,27 @@ def test_every_kernel_is_cached_on_disk():
         module = importlib.import_module(f"bp_gpu.kernels.{mod}")
         for name, _, _ in module.signatures(np.dtype("float32")):
             assert isinstance(getattr(module, name)._cache, CUDACache), name
+
+
+def test_cli_kernels_without_nvrtc_says_which_extra_to_install():
+    # A process where cuda.pathfinder finds neither NVRTC nor nvJitLink, as after a plain install.
+    code = """
+import sys
+import cuda.pathfinder as pf
+from cuda.pathfinder._dynamic_libs import load_nvidia_dynamic_lib as loader
+
+real = loader.load_nvidia_dynamic_lib
+def missing(name):
+    if name in ("nvrtc", "nvJitLink"):
+        raise pf.DynamicLibNotFoundError(f'Failure finding "lib{name}.so.13 or lib{name}.so.12": not found\\nattached')
+    return real(name)
+pf.load_nvidia_dynamic_lib = loader.load_nvidia_dynamic_lib = missing
+from bp_gpu.cli import main
+sys.exit(main(["kernels", "--dtype", "float32"]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("bp-gpu kernels: error: ") and "libnvrtc.so.13" in lines[0]
+    assert lines[0].endswith("needs NVRTC and nvJitLink: pip install 'bp_gpu[kernels]'")

@@ -11,7 +11,7 @@ import bp_gpu
 from bp_gpu import MLPClassifier
 from bp_gpu.persistence import FORMAT_NAME, ModelFileError, to_arrays
 
-KW = dict(hidden_layer_sizes=(6, 4), batch_size=16, learning_rate=0.05, backend="cpu", seed=0)
+KW = dict(hidden_layer_sizes=(6, 4), batch_size=16, learning_rate=0.05, backend="cpu", random_state=0)
 
 
 def _data(rng, k=2, n=53):
@@ -137,14 +137,48 @@ def test_version_1_files_still_load(tmp_path, fitted, rng):
         meta = json.loads(str(a["meta"]))
         o = meta["optimizer"]
         o["learning_rate"] = o.pop("schedule")["peak"]
-        for k in ("lr_schedule", "warmup_epochs", "final_learning_rate"):
+        for k in ("lr_schedule", "warmup_epochs", "final_learning_rate", "random_state"):
             del meta["hyperparameters"][k]
+        meta["hyperparameters"]["seed"] = 0  # version 1 named random_state `seed`
         a.update(format_version=np.array(1), meta=np.array(json.dumps(meta)))
 
     old = bp_gpu.load(_rewrite(tmp_path / "m.npz", tmp_path / "v1.npz", to_v1))
     assert old.lr_schedule == "constant" and old._optimizer.learning_rate == clf.learning_rate
+    assert old.random_state == 0 and old.seed is None
     X = rng.normal(size=(20, 5))
     np.testing.assert_array_equal(old.predict_proba(X), clf.predict_proba(X))
+
+
+def test_random_state_is_stored_as_an_int_or_none(tmp_path, rng):
+    X, y = _data(rng)
+    kw = {k: v for k, v in KW.items() if k != "random_state"}
+    for source, stored in ((5, 5), (np.random.default_rng(5), None), (np.random.RandomState(5), None), (None, None)):
+        clf = MLPClassifier(epochs=1, random_state=source, **kw).fit(X, y)
+        clf.save(tmp_path / "m.npz")
+        with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+            assert json.loads(str(f["meta"]))["hyperparameters"]["random_state"] == stored
+        back = bp_gpu.load(tmp_path / "m.npz")
+        assert back.random_state == stored
+        np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_feature_names_are_saved_and_restored(tmp_path, rng):
+    import pickle
+
+    pd = pytest.importorskip("pandas")
+    X, y = _data(rng)
+    df = pd.DataFrame(X, columns=["age", "height", "weight", "x_4", "z"])
+    clf = MLPClassifier(epochs=1, **KW).fit(df, y)
+    clf.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert json.loads(str(f["meta"]))["feature_names"] == ["age", "height", "weight", "x_4", "z"]
+    for back in (bp_gpu.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(clf))):
+        assert back.feature_names_in_.dtype == object
+        np.testing.assert_array_equal(back.feature_names_in_, clf.feature_names_in_)
+        with pytest.raises(ValueError, match="Feature names must be in the same order"):
+            back.predict(df[df.columns[::-1]])
+    MLPClassifier(epochs=1, **KW).fit(X, y).save(tmp_path / "plain.npz")
+    assert not hasattr(bp_gpu.load(tmp_path / "plain.npz"), "feature_names_in_")
 
 
 # -- bad files ----------------------------------------------------------------------------------------
@@ -236,6 +270,12 @@ def test_pickled_content_is_refused_without_running_it(tmp_path):
                 meta=np.array(json.dumps({**json.loads(str(a["meta"])), "label_kind": "ranking"}))
             ),
             "label_kind 'ranking'",
+        ),
+        (
+            lambda a: a.update(
+                meta=np.array(json.dumps({**json.loads(str(a["meta"])), "feature_names": ["a", "b"]}))
+            ),
+            "feature_names has 2 names but the model has 5 inputs",
         ),
     ],
 )

@@ -1,7 +1,8 @@
 """The ``bp-gpu`` command: one module per subcommand, each with ``register(subparsers)``.
 
 A subcommand's ``run(args) -> int`` raises ordinary exceptions for bad input; ``main`` turns them
-into one clear line on stderr and a non-zero exit code, never a traceback.
+into one clear line on stderr and a non-zero exit code, never a traceback: 1 for an error, 2 for bad
+options (argparse's status), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ COMMANDS = ["info", "kernels", "demo", "train", "predict", "bench"]
 
 
 class CLIError(Exception):
-    """A user-facing error of a subcommand; its message is printed as it is."""
+    """A user-facing error of a subcommand; its message is printed as it is (exit status 1)."""
+
+
+class UsageError(CLIError):
+    """Options that cannot go together (exit status 2, as argparse's own usage errors)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("bp-gpu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # its message, if any, says what was kept
+        print(f"bp-gpu {args.command}: interrupted{f' {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
+    except UsageError as exc:
+        print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
         return 1

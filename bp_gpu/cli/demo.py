@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         dtype=args.dtype,
         backend=args.backend,
-        seed=args.seed,
+        random_state=args.seed,
     )
     print(
         f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
@@ -112,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from ..backends import cuda_status
 
     where = "NumPy" if clf.net_.backend == "cpu" else cuda_status()[1]
+    # fit caps the batch at the training rows: say what was used, not what was asked for
+    batch = f"{len(Xtr)} (all {len(Xtr)} training rows)" if args.batch_size >= len(Xtr) else args.batch_size
     print(
         f"network {list(clf.net_.layer_sizes)} (sigmoid units), {args.optimizer} lr={args.learning_rate:g}, "
-        f"batch {args.batch_size}, {args.dtype}"
+        f"batch {batch}, {args.dtype}"
     )
     print(f"backend: {clf.net_.backend} ({where})")
     print(

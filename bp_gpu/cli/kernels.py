@@ -1,7 +1,7 @@
 """``bp-gpu kernels``: compile every CUDA kernel for a GPU target and print its resource use.
 
 Needs no GPU: the kernels are compiled with NVRTC and linked with nvJitLink (``pip install
-'bp_gpu[test]'``); the table shows registers, spilled bytes, static shared memory, local memory
+'bp_gpu[kernels]'``); the table shows registers, spilled bytes, static shared memory, local memory
 and PTX size per kernel and dtype, the numbers to watch when tuning a kernel.
 """
 

@@ -7,11 +7,21 @@ of very different ranges). Hyperparameters default to ``bp_gpu.MLPClassifier``'s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 
-from . import CLIError
+from . import CLIError, UsageError
+
+
+class Given(argparse.Action):
+    """Stores an option's value and records its dest in ``namespace.given``: ``--resume`` must tell an
+    option given on the command line from its default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.given = namespace.given | {self.dest}
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
@@ -39,6 +49,16 @@ def positive_int(text: str) -> int:
     return n
 
 
+def nonnegative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {n}")
+    return n
+
+
 def add_model_options(
     p: argparse.ArgumentParser, *, hidden: str, epochs: int, batch_size: int, learning_rate: float
 ) -> None:
@@ -46,6 +66,7 @@ def add_model_options(
     p.add_argument(
         "--hidden",
         type=hidden_sizes,
+        action=Given,
         default=hidden_sizes(hidden),
         metavar="N,N,...",
         help=f"hidden layer widths, comma-separated; 'none' for no hidden layer (default {hidden})",
@@ -53,38 +74,43 @@ def add_model_options(
     p.add_argument(
         "--epochs",
         type=positive_int,
+        action=Given,
         default=epochs,
         help=f"passes over the data (default {epochs})",
     )
     p.add_argument(
         "--batch-size",
         type=positive_int,
+        action=Given,
         default=batch_size,
         help=f"rows per step (default {batch_size})",
     )
     p.add_argument(
-        "--optimizer", choices=["sgd", "momentum", "adam"], default="adam", help="(default adam)"
+        "--optimizer", action=Given, choices=["sgd", "momentum", "adam"], default="adam", help="(default adam)"
     )
     p.add_argument(
-        "--learning-rate", type=float, default=learning_rate, help=f"(default {learning_rate})"
+        "--learning-rate", action=Given, type=float, default=learning_rate, help=f"(default {learning_rate})"
     )
     p.add_argument(
-        "--momentum", type=float, default=0.9, help="for --optimizer momentum (default 0.9)"
+        "--momentum", action=Given, type=float, default=0.9, help="for --optimizer momentum (default 0.9)"
     )
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 on the weights (default 0)")
+    p.add_argument("--weight-decay", action=Given, type=float, default=0.0, help="L2 on the weights (default 0)")
     p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="(default float32)"
+        "--dtype", action=Given, choices=["float32", "float64"], default="float32", help="(default float32)"
     )
     p.add_argument(
         "--backend",
+        action=Given,
         choices=["auto", "cpu", "cuda"],
         default="auto",
         help="(default auto: cuda if usable)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="initial weights and shuffle order (default 0)"
+        "--seed", action=Given, type=nonnegative_int, default=0,
+        help="random_state: initial weights and shuffle order (default 0)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(given=frozenset())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,10 +136,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p, hidden="100", epochs=200, batch_size=200, learning_rate=0.001)
     p.add_argument(
         "--early-stopping",
-        action="store_true",
+        action=Given,
+        nargs=0,
+        const=True,
+        default=False,
         help="hold out --validation-fraction, stop when its accuracy stops improving",
     )
-    p.add_argument("--validation-fraction", type=float, default=0.1, help="(default 0.1)")
+    p.add_argument("--validation-fraction", action=Given, type=float, default=0.1, help="(default 0.1)")
     p.add_argument(
         "--out",
         default="model.npz",
@@ -130,21 +159,62 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="MODEL",
-        help="continue training the model in this file up to --epochs in total (its "
-        "hyperparameters are used; --backend may override where it runs)",
+        help="continue training the model in this file up to --epochs in total: its architecture, "
+        "optimizer, dtype and seed are kept (contradicting options are refused); --learning-rate, "
+        "--momentum, --batch-size, --weight-decay and --backend, when given, apply",
     )
     p.set_defaults(func=run)
 
 
+def _shown(dest: str, value: object) -> str:
+    if dest == "hidden":
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
+    """Check the options given with ``--resume`` against the loaded model ``clf``: those its saved
+    state decides (architecture, optimizer, dtype, seed) must agree with it, early stopping cannot
+    apply (``partial_fit`` never stops early); the ones that may change between ``partial_fit``
+    calls are set on ``clf``. Returns them as ``--option value`` strings; raises UsageError."""
+    for dest in ("early_stopping", "validation_fraction"):
+        if dest in args.given:
+            raise UsageError(
+                f"--{dest.replace('_', '-')} cannot be used with --resume: a resumed run trains on all "
+                "rows and never stops early"
+            )
+    saved = {"hidden": tuple(clf.net_.layer_sizes[1:-1]), "optimizer": clf.optimizer,
+             "dtype": clf.net_.dtype.name, "seed": clf.random_state}
+    bad = [f"--{dest} {_shown(dest, getattr(args, dest))} (the model has {_shown(dest, have)})"
+           for dest, have in saved.items() if dest in args.given and getattr(args, dest) != have]
+    if bad:
+        raise UsageError(
+            f"--resume {args.resume} continues the saved model, and these options contradict it: "
+            f"{', '.join(bad)}; drop them, or train a new model without --resume"
+        )
+    applied = []
+    for dest in ("learning_rate", "momentum", "batch_size", "weight_decay", "backend"):
+        if dest in args.given:
+            applied.append(f"--{dest.replace('_', '-')} {getattr(args, dest)}")
+            if dest != "backend":  # the backend was applied by load
+                clf.set_params(**{dest: getattr(args, dest)})
+    return applied
+
+
 def run(args: argparse.Namespace) -> int:
+    from .._files import check_writable
     from ..classifier import MLPClassifier
     from ..persistence import load
     from ._data import read_table
     from ._progress import ProgressMonitor, save_curves
 
+    for path in (args.out, args.plot):
+        if path:
+            check_writable(path)  # a bad --out is found now, not after the training
     X, y = read_table(args.data, args.target, args.features)
     if args.resume:
-        clf = load(args.resume, backend=None if args.backend == "auto" else args.backend)
+        clf = load(args.resume, backend=args.backend if "backend" in args.given else None)
+        applied = resume_options(args, clf)
         remaining = args.epochs - clf.n_iter_
         if remaining < 1:
             raise CLIError(
@@ -161,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             dtype=args.dtype,
             backend=args.backend,
-            seed=args.seed,
+            random_state=args.seed,
             early_stopping=args.early_stopping,
             validation_fraction=args.validation_fraction,
         )
@@ -175,6 +245,14 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
     )
+    first = clf.n_iter_ + 1 if args.resume else 1
+    what = f"epoch{f's {first}-' if first < args.epochs else ' '}{args.epochs}"
+    if args.resume:
+        what += f" of {args.resume}"
+    print(f"training on {X.shape[0]} rows, {X.shape[1]} features of {args.data}: {what}, saving to {args.out}",
+          flush=True)
+    if args.resume and applied:
+        print(f"resuming with {', '.join(applied)} (the rest as saved in {args.resume})", flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -183,6 +261,10 @@ def run(args: argparse.Namespace) -> int:
                 clf.partial_fit(X, y, epochs=remaining, monitor=monitor)
             else:
                 clf.fit(X, y, monitor=monitor)
+        except KeyboardInterrupt:
+            # fit/partial_fit committed nothing (no epoch completed): there is nothing to save.
+            kept = "was left as it was" if os.path.exists(args.out) else "was not written"
+            raise KeyboardInterrupt(f"before the first epoch completed; {args.out} {kept}") from None
         finally:
             monitor.close()
     seconds = time.perf_counter() - t0

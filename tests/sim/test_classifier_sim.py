@@ -18,7 +18,7 @@ def _data(rng, k):
 
 
 def _pair(**kw):
-    base = dict(hidden_layer_sizes=(5,), batch_size=8, epochs=1, learning_rate=0.05, seed=3, **kw)
+    base = dict(hidden_layer_sizes=(5,), batch_size=8, epochs=1, learning_rate=0.05, random_state=3, **kw)
     return MLPClassifier(backend="cuda", **base), MLPClassifier(backend="cpu", **base)
 
 
