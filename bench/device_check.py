@@ -4,10 +4,10 @@ Run it as ``bash bench/device_check.sh`` (installs the package offline, then run
 ``python3 bench/device_check.py`` when bp_gpu is already installed. Finishes in a few minutes:
 
 1. the ``gpu``-marked tests (``tests/test_gpu.py``), in a subprocess;
-2. ``backend="cuda"`` vs ``backend="cpu"`` on random problems (float64 and float32);
-3. the launch path: prepared launches are one ``cuLaunchKernel`` each, not Numba's dispatcher
+2. the launch path: prepared launches are one ``cuLaunchKernel`` each, not Numba's dispatcher
    (the fallback's warning is reported if it happened), and each kernel's resident blocks per SM
    from our occupancy table against the driver's occupancy query;
+3. ``backend="cuda"`` vs ``backend="cpu"`` on random problems (float64 and float32);
 4. ``PreparedGemm`` (``cublasGemmEx`` through ctypes) against ``cupy.matmul``: equal bit for bit,
    or how far apart;
 5. step hygiene: nothing waits on the device and nothing allocates per step, for ``MLP.train_step``
@@ -22,10 +22,10 @@ Run it as ``bash bench/device_check.sh`` (installs the package offline, then run
    with a schedule;
 8. host and device microseconds per step, eager ``train_step`` vs the replayed compiled step, on W1
    and W2 (host time measured while the device is held by a sleeping kernel);
-9. whole epochs per step: ``train_step`` in a loop, the classifier's loop, the compiled step and
-   PyTorch eager (``bp_gpu.bench.peers``) on W1, W2 and W3;
-10. the host-path benchmark's estimate for W1 (``bench/host_path.py``, in the simulator), to set
-    beside what 8 measured.
+9. the host-path benchmark's estimate for W1 (``bench/host_path.py``, in the simulator), to set
+   beside what 8 measured;
+10. whole epochs per step: ``train_step`` in a loop, the classifier's loop, the compiled step and
+    PyTorch eager (``bp_gpu.bench.peers``) on W1, W2 and W3.
 
 Prints one table; writes ``device_check.json`` under ``$OUT`` when that is set. Without a usable
 device it says why, skips every GPU part and exits with status 2.
