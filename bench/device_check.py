@@ -146,10 +146,11 @@ def behind_sleep(fn: Callable[[], None], calls: int, sleep_ms: float) -> dict[st
     before the sleep ended (else the device time includes launch gaps)."""
     import cupy
 
+    s = sleeper()  # built (and calibrated) before anything is recorded
     stream = cupy.cuda.get_current_stream()
     before, start, end = cupy.cuda.Event(), cupy.cuda.Event(), cupy.cuda.Event()
     before.record(stream)
-    sleeper().sleep(sleep_ms)
+    s.sleep(sleep_ms)
     start.record(stream)
     t0 = time.perf_counter()
     for _ in range(calls):
