@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="the tiny 'quick' workload, 2 repeats, small microbenchmarks (smoke test)")
     p.add_argument("--no-micro", action="store_true", help="skip the kernel microbenchmarks")
+    p.add_argument("--host-path", action="store_true",
+                   help="only the host-path benchmark of the CUDA step (bench/host_path.py: counts and an estimate "
+                        "of the host time per step on a device, measured in the simulator; no GPU needed); "
+                        "writes host_path.json in --out")
 
 
 def machine_info() -> dict[str, Any]:
@@ -69,6 +73,12 @@ def _run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from bp_gpu.backends import cuda_status
+
+    if args.host_path:
+        from .host_path import main as host_path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        return host_path(["--json", str(Path(args.out) / "host_path.json")])
 
     gpu = cuda_status()[0] and not os.environ.get("NUMBA_ENABLE_CUDASIM")
     if args.quick:

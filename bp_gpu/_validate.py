@@ -132,12 +132,11 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
     checked = _check_values(X, values)
     if checked:
         _check_finite(X, name)
-    if xp is np and array_module(X) is not np:
-        X = to_numpy(X)
+    if not (checked and X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(dtype).itemsize):
+        return _in_backend(X, xp, dtype)
     with np.errstate(over="ignore"):  # an overflow is reported below, by entry
-        out = xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
-    if checked and X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(dtype).itemsize:
-        _check_fits(X, out, name)
+        out = _in_backend(X, xp, dtype)
+    _check_fits(X, out, name)
     return out
 
 
@@ -172,7 +171,6 @@ def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: A
         )
     if t.shape[0] != n_samples:
         raise ValueError(f"{name} has {t.shape[0]} rows but X has {n_samples}; they must match")
-    txp = array_module(t)
     if _check_values(t, values):
         _check_finite(t, name)
         binary = (t == 0) | (t == 1)
@@ -181,10 +179,20 @@ def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: A
             raise ValueError(
                 f"{name}[{', '.join(map(str, where))}] = {to_numpy(t[where]).item()!r}; labels must be 0 or 1"
             )
-    t = t.reshape(-1, n_outputs)
-    if xp is np and txp is not np:
-        t = to_numpy(t)
-    return xp.ascontiguousarray(xp.asarray(t), dtype=dtype)
+    if t.ndim == 1:
+        t = t.reshape(-1, n_outputs)
+    return _in_backend(t, xp, dtype)
+
+
+def _in_backend(x: Any, xp: Any, dtype: np.dtype) -> Any:
+    """x as a C-contiguous array of ``dtype`` in ``xp``: x itself when it already is one (a training
+    step's inputs usually are: no array-module call, each of which costs a CuPy dispatch), else
+    converted once."""
+    if type(x) is xp.ndarray and x.dtype == dtype and x.flags.c_contiguous:
+        return x
+    if xp is np and array_module(x) is not np:
+        x = to_numpy(x)
+    return xp.ascontiguousarray(xp.asarray(x), dtype=dtype)
 
 
 def check_reduction(reduction: str) -> None:

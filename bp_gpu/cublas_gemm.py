@@ -16,6 +16,10 @@ or ``CUBLAS_COMPUTE_64F`` (70); algorithm ``CUBLAS_GEMM_DEFAULT_TENSOR_OP`` (99)
 alpha = 1, beta = 0 as host values (``CUBLAS_POINTER_MODE_HOST``: captured into a graph by value,
 cuBLAS docs "CUDA Graphs Support").
 
+A call passes ready ctypes values to a function object without ``argtypes`` (``gemm_function``):
+nothing is converted per call (about half the ctypes time of the same call with ``argtypes``,
+measured with a C stand-in by ``bench/host_path.py``).
+
 Handles: one private handle per (device, stream), its stream set once and then a user workspace
 (32 MiB, cuBLAS's default pool size on Hopper): ``cublasSetStream`` resets the workspace, so the
 order matters, and a user workspace keeps cuBLAS from adding memory nodes to a captured graph
@@ -110,8 +114,7 @@ def _libcublas() -> ctypes.CDLL:
     vp, ci = ctypes.c_void_p, ctypes.c_int
     lib.cublasSetStream_v2.argtypes = [vp, vp]
     lib.cublasSetWorkspace_v2.argtypes = [vp, vp, ctypes.c_size_t]
-    lib.cublasGemmEx.argtypes = [vp, ci, ci, ci, ci, ci, vp, vp, ci, ci, vp, ci, ci, vp, vp, ci, ci, ci, ci]
-    for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasGemmEx"):
+    for name in ("cublasSetStream_v2", "cublasSetWorkspace_v2"):
         getattr(lib, name).restype = ci  # cublasStatus_t, 0 = success
     _lib = lib
     return lib
@@ -178,22 +181,37 @@ class PreparedGemm:
         # cuBLAS's operand A is our b and its operand B our a (column-major C^T = B^T A^T).
         transa, transb, m_, n_, k, lda, ldb, ldc = gemm_arguments(a_layout, b_layout, item)
         h = handle_for_current_stream()
-        self._fn = h.lib.cublasGemmEx
         self._keep = (h, a, b, out)  # the buffers outlive every call (and any graph) that uses them
-        self._one = ctypes.c_float(1.0) if dtype == np.float32 else ctypes.c_double(1.0)
-        self._zero = ctypes.c_float(0.0) if dtype == np.float32 else ctypes.c_double(0.0)
+        scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+        self._one, self._zero = scalar(1.0), scalar(0.0)
         t = CUDA_R_32F if dtype == np.float32 else CUDA_R_64F
         algo = GEMM_DEFAULT_TENSOR_OP if int(cupy.cuda.Device().compute_capability) >= 80 else GEMM_DEFAULT
-        self._head = (h.handle, transa, transb, m_, n_, k, ctypes.addressof(self._one))
-        self._mid = (t, lda)
-        self._tail = (t, ldb, ctypes.addressof(self._zero), out.data.ptr, t, ldc, _compute_type(dtype), algo)
-        self._a_ptr = None if self._slot == "a" else a.data.ptr
-        self._b_ptr = None if self._slot == "b" else b.data.ptr
+        vp, ci = ctypes.c_void_p, ctypes.c_int
+        # Every argument as a ctypes value, made once; a call passes them as they are (a function
+        # object without argtypes: nothing is converted per call, half the ctypes time of one with
+        # them). Only the slot's pointer is written per call.
+        self._a_arg = vp(None if self._slot == "a" else a.data.ptr)
+        self._b_arg = vp(None if self._slot == "b" else b.data.ptr)
+        self._args = (
+            vp(h.handle), ci(transa), ci(transb), ci(m_), ci(n_), ci(k), vp(ctypes.addressof(self._one)),
+            self._b_arg, ci(t), ci(lda), self._a_arg, ci(t), ci(ldb), vp(ctypes.addressof(self._zero)),
+            vp(out.data.ptr), ci(t), ci(ldc), ci(_compute_type(dtype)), ci(algo),
+        )
+        self._slot_arg = self._a_arg if self._slot == "a" else self._b_arg if self._slot == "b" else None
+        self._fn = gemm_function(h.lib)
 
     def __call__(self, x: Any = None) -> None:
         """Enqueue the GEMM; ``x`` is the slot's array (ignored without a slot)."""
-        a_ptr = x.data.ptr if self._slot == "a" else self._a_ptr
-        b_ptr = x.data.ptr if self._slot == "b" else self._b_ptr
-        status = self._fn(*self._head, b_ptr, *self._mid, a_ptr, *self._tail)
+        if self._slot_arg is not None:
+            self._slot_arg.value = x.data.ptr
+        status = self._fn(*self._args)
         if status != 0:
             _check(status, "cublasGemmEx")
+
+
+def gemm_function(lib: ctypes.CDLL) -> Any:
+    """``cublasGemmEx`` of ``lib`` as a function object of its own without ``argtypes`` (ctypes
+    returns a new one per item lookup): the prepared calls pass ready ctypes values."""
+    fn = lib["cublasGemmEx"]
+    fn.restype = ctypes.c_int  # cublasStatus_t, 0 = success
+    return fn

@@ -86,6 +86,7 @@ class Engine:
         self.layers = self._views(self.params)
         self.grad_layers = self._views(self.grads)
         self.loss_buf = xp.zeros(2, dtype=np.float64)  # see the module docstring
+        self.loss_view = self.loss_buf[0:1].reshape(())  # loss_buf[0] as a 0-d view: a step returns a copy
         self._eval_loss = xp.zeros(2, dtype=np.float64)  # evaluation's, so it never touches loss_buf[1]
         self.capacity = 0
         self._plans: dict[tuple, list[Op]] = {}

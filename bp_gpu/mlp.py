@@ -221,7 +221,7 @@ class MLP:
         self._check_optimizer(optimizer)
         Xc, tc = self._inputs(X, t, check_values)
         self._step(Xc, tc, optimizer, 1.0 / Xc.shape[0] if reduction == "mean" else 1.0)
-        return self._engine.loss_buf[0:1].reshape(()).copy()
+        return self._engine.loss_view.copy()
 
     def gradients(self) -> list[tuple[Any, Any]]:
         """The gradients of the last ``train_step``/``loss_and_grad`` as ``[(dW, db), ...]`` views on

@@ -246,22 +246,30 @@ def _dim3(d: int | tuple) -> tuple[int, int, int]:
     return (tuple(int(x) for x in d) + (1, 1))[:3]
 
 
-def pack_arguments(kernel: Any, args: Sequence[Any], stream: Any = 0) -> tuple[int, tuple]:
-    """(address, keep-alive) of the ``void*[]`` kernel-parameter array that ``cuLaunchKernel``
-    takes for ``args``: one pointer per parameter of the compiled kernel, each to a copy of its
-    value. The parameter values are Numba's own: ``kernel._prepare_args`` on each argument, as
-    ``_Kernel.launch`` runs it (numba_cuda/numba/cuda/dispatcher.py, ``_Kernel.launch`` and
-    ``_Kernel._prepare_args``: an array becomes meminfo, parent, size, itemsize, data pointer,
+def pack_arguments(kernel: Any, args: Sequence[Any], stream: Any = 0) -> tuple[int, tuple, list]:
+    """(address, keep-alive, array pointers) of the ``void*[]`` kernel-parameter array that
+    ``cuLaunchKernel`` takes for ``args``: one pointer per parameter of the compiled kernel, each to
+    a copy of its value. The parameter values are Numba's own: ``kernel._prepare_args`` on each
+    argument, as ``_Kernel.launch`` runs it (numba_cuda/numba/cuda/dispatcher.py, ``_Kernel.launch``
+    and ``_Kernel._prepare_args``: an array becomes meminfo, parent, size, itemsize, data pointer,
     shape..., strides...; scalars become ctypes values). Python ints are pointer-sized, as
     cuda.core's ``ParamHolder`` (cuda_core/cuda/core/_kernel_arg_handler.pyx) passes them.
+
+    Array pointers: per array argument, ``[data-pointer slot, (shape, strides, itemsize)]``: the
+    ctypes value a launch reads the array's address from, which ``rebind`` may overwrite.
 
     Raises TypeError for an argument that Numba would copy to the device (a host array) or a
     parameter value of another kind: a prepared launch never copies.
     """
     retr: list = []
     values: list = []
+    arrays = []  # (index of the first value, ndim) per array argument
     for ty, val in zip(kernel.argument_types, args, strict=True):
+        start = len(values)
         kernel._prepare_args(ty, val, stream, retr, values)
+        ndim = getattr(ty, "ndim", None)
+        if ndim is not None and len(values) - start == 5 + 2 * ndim:  # meminfo, parent, size, itemsize, data, ...
+            arrays.append((start, ndim))
     if retr:
         raise TypeError("an argument is not device memory: Numba would copy it on every launch")
     slots = []
@@ -273,7 +281,28 @@ def pack_arguments(kernel: Any, args: Sequence[Any], stream: Any = 0) -> tuple[i
         else:
             raise TypeError(f"unexpected kernel parameter value {v!r} ({type(v).__name__})")
     params = (ctypes.c_void_p * max(1, len(slots)))(*[ctypes.addressof(s) for s in slots])
-    return ctypes.addressof(params), (params, slots)
+    pointers = [[slots[i + 4], (tuple(values[i + 5 : i + 5 + n]), tuple(values[i + 5 + n : i + 5 + 2 * n]),
+                                values[i + 3])] for i, n in arrays]
+    return ctypes.addressof(params), (params, slots), pointers
+
+
+def _layout(x: Any) -> tuple[tuple, tuple, int]:
+    """(shape, strides in bytes, itemsize) of a CuPy or Numba device array."""
+    return tuple(x.shape), tuple(x.strides), x.dtype.itemsize
+
+
+def _rebinding(new: Any, old: Any) -> bool:
+    """Whether ``new`` can take the place of ``old`` in a prepared launch: the same layout and dtype,
+    so every check made when the launch was prepared holds for it too."""
+    return new.dtype == old.dtype and _layout(new) == _layout(old)
+
+
+def _replace(owners: list, old: Any, new: Any) -> None:
+    """Keep ``new`` alive in ``old``'s place (or beside the others, where ``old`` was not kept)."""
+    if any(o is old for o in owners):
+        owners[:] = [new if o is old else o for o in owners]
+    else:
+        owners.append(new)
 
 
 def _packed_launch(
@@ -294,7 +323,7 @@ def _packed_launch(
         raise RuntimeError("kernel compiled in debug, cooperative or launch-config-sensitive mode")
     kernel.bind()  # load the module into the current context and run its setup, as a first launch does
     func = cu.CUfunction(int(kernel._codelibrary.get_cufunc().handle))
-    address, keep = pack_arguments(kernel, args, stream)
+    address, keep, pointers = pack_arguments(kernel, args, stream)
     hstream = cu.CUstream(_stream_ptr())
     launch_kernel, ok = cu.cuLaunchKernel, cu.CUresult.CUDA_SUCCESS
     (gx, gy, gz), (bx, by, bz) = grid, block
@@ -305,11 +334,26 @@ def _packed_launch(
         if err != ok:
             raise RuntimeError(f"{name}: cuLaunchKernel failed: {err!r}")
 
-    launch.keep_alive = (keep, owners)  # the parameter buffer and the arrays it points into
+    held = list(owners)
+    launch.keep_alive = (keep, held)  # the parameter buffer and the arrays it points into
+
+    def rebind(old: Any, new: Any) -> bool:
+        if not _rebinding(new, old):
+            return False
+        ptr, layout = old.data.ptr, _layout(old)
+        hits = [p for p in pointers if p[0].value == ptr and p[1] == layout]
+        for p in hits:
+            p[0].value = new.data.ptr  # the driver copies the parameters at each cuLaunchKernel
+        if hits:
+            _replace(held, old, new)
+        return bool(hits)
+
+    launch.rebind = rebind
     return launch
 
 
-def _dispatcher_launch(dispatcher: Any, grid: tuple, block: tuple, stream: Any, args: Sequence[Any]) -> Callable:
+def _dispatcher_launch(dispatcher: Any, grid: tuple, block: tuple, stream: Any, args: Sequence[Any],
+                       owners: tuple) -> Callable:
     """Numba's ordinary launch with these arguments: ``dispatcher[grid, block, stream](*args)``,
     with the configuration built once. numba-cuda warns on every grid under 128 blocks
     (``_LaunchConfiguration.__init__``, numba_cuda/numba/cuda/dispatcher.py, gated by
@@ -320,11 +364,26 @@ def _dispatcher_launch(dispatcher: Any, grid: tuple, block: tuple, stream: Any, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
         configured = dispatcher[grid, block, stream]
-    args = tuple(args)
+    args, held = list(args), list(owners)
 
     def launch() -> None:
         configured(*args)
 
+    def rebind(old: Any, new: Any) -> bool:
+        if not _rebinding(new, old):
+            return False
+        ptr, layout = old.data.ptr, _layout(old)
+        hits = [i for i, a in enumerate(args) if hasattr(a, "device_ctypes_pointer")
+                and a.device_ctypes_pointer.value == ptr and _layout(a) == layout]
+        for i in hits:
+            args[i] = arg(new, "rebound argument")
+        if hits:
+            _replace(held, old, new)
+        return bool(hits)
+
+    launch.keep_alive = held  # Numba's views of CuPy arrays do not keep the memory alive
+
+    launch.rebind = rebind
     return launch
 
 
@@ -340,14 +399,27 @@ def prepared(
     against, Numba's dispatcher with a configuration built once (one warning per process). In the
     simulator: the simulated kernel, configured at each call (a simulated kernel keeps one
     configuration, shared by every launch of it).
+
+    ``launch.rebind(old, new) -> bool``: every argument that views exactly ``old``'s memory (address,
+    shape, strides) views ``new``'s from the next call on, with no preparation (on a device: one
+    pointer written into the parameter buffer). ``new`` must have ``old``'s shape, strides and dtype;
+    False, changing nothing, when it does not or when no argument views ``old``. How a step takes a
+    new batch array (``bp_gpu.cuda_host``).
     """
     global _warned_fallback
     if SIMULATOR:
-        args = tuple(args)
+        args = list(args)
 
         def launch() -> None:
             dispatcher[grid, block](*args)
 
+        def rebind(old: Any, new: Any) -> bool:
+            hits = [i for i, a in enumerate(args) if a is old] if _rebinding(new, old) else []
+            for i in hits:
+                args[i] = new
+            return bool(hits)
+
+        launch.rebind = rebind
         return launch
     grid3, block3, numba_stream = _dim3(grid), _dim3(block), stream()
     try:
@@ -361,6 +433,4 @@ def prepared(
                 RuntimeWarning,
                 stacklevel=3,
             )
-        launch = _dispatcher_launch(dispatcher, grid3, block3, numba_stream, args)
-        launch.keep_alive = owners
-        return launch
+        return _dispatcher_launch(dispatcher, grid3, block3, numba_stream, args, owners)

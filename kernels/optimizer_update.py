@@ -19,6 +19,11 @@ v = state[S - 1] (a (1, 1) placeholder for plain SGD, never read); hyper (N_HYPE
 Launch geometry (``_launch.tile_1d``): 1-D blocks, grid capped at one wave of this kernel on the
 device (its occupancy, ``_launch.max_blocks``), grid-stride loop over P. Element-wise apart from
 the ticket: bit-identical run to run.
+
+Memory-level parallelism: a thread loads ``ROWS`` elements of params, grads and the state its rule
+has (4 to 16 loads) before it stores any, then one element at a time for the ragged tail: the
+compiler cannot move a load above a store to another array it cannot prove does not alias it, so
+element by element would keep one element's loads in flight (as in ``bias_sigmoid_forward``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ _scheduled_rate = cuda.jit(device=True, inline="always")(
 )
 
 SGD, MOMENTUM, ADAM, ADAMW = H.SGD, H.MOMENTUM, H.ADAM, H.ADAMW
+ROWS = 4  # elements loaded before the first store
 
 
 @cuda.jit(device=True, inline="always")
@@ -58,6 +64,26 @@ def last_block_advances_step(hyper, t, lr):
             hyper[H.TICKET] = 0.0
 
 
+@cuda.jit(device=True, inline="always")
+def _update(rule, p, g, m, v, weight, lr, b1, b2, c1, c2, wd, eps, step_size, bc2_sqrt, decay_factor):
+    """One element's step: (p, m, v) after it (m, v unchanged where the rule has none)."""
+    if weight:
+        if rule == ADAMW:
+            p = p * decay_factor
+        else:
+            g = g + wd * p
+    if rule == SGD:
+        p = p - lr * g
+    elif rule == MOMENTUM:
+        m = b1 * m + g
+        p = p - lr * m
+    else:  # ADAM, ADAMW
+        m = b1 * m + c1 * g
+        v = b2 * v + c2 * g * g
+        p = p - step_size * m / (math.sqrt(v) / bc2_sqrt + eps)
+    return p, m, v
+
+
 @cuda.jit(cache=True)
 def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
     ft = params.dtype.type  # every constant rounded once to the parameters' type, as the spec
@@ -70,27 +96,66 @@ def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
     bc2_sqrt = ft(math.sqrt(1.0 - b2_64**t))
     decay_factor = ft(1.0 - lr64 * wd64)
     last = state.shape[0] - 1
-    for i in range(cuda.grid(1), params.shape[0], cuda.gridsize(1)):
-        p = params[i]
-        g = grads[i]
-        if i < n_weights:
-            if rule == ADAMW:
-                p = p * decay_factor
-            else:
-                g = g + wd * p
-        if rule == SGD:
-            p = p - lr * g
-        elif rule == MOMENTUM:
-            mi = b1 * state[0, i] + g
-            state[0, i] = mi
-            p = p - lr * mi
-        else:  # ADAM, ADAMW
-            mi = b1 * state[0, i] + c1 * g
-            vi = b2 * state[last, i] + c2 * g * g
-            state[0, i] = mi
-            state[last, i] = vi
-            p = p - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+    moments = rule != SGD  # state[0] is read and written
+    second = rule == ADAM or rule == ADAMW  # state[last] too
+    zero = ft(0)
+    n = params.shape[0]
+    s = cuda.gridsize(1)
+    i = cuda.grid(1)
+    while i + (ROWS - 1) * s < n:
+        p0 = params[i]
+        p1 = params[i + s]
+        p2 = params[i + 2 * s]
+        p3 = params[i + 3 * s]
+        g0 = grads[i]
+        g1 = grads[i + s]
+        g2 = grads[i + 2 * s]
+        g3 = grads[i + 3 * s]
+        m0 = m1 = m2 = m3 = v0 = v1 = v2 = v3 = zero
+        if moments:
+            m0 = state[0, i]
+            m1 = state[0, i + s]
+            m2 = state[0, i + 2 * s]
+            m3 = state[0, i + 3 * s]
+        if second:
+            v0 = state[last, i]
+            v1 = state[last, i + s]
+            v2 = state[last, i + 2 * s]
+            v3 = state[last, i + 3 * s]
+        p0, m0, v0 = _update(rule, p0, g0, m0, v0, i < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
+                             bc2_sqrt, decay_factor)
+        p1, m1, v1 = _update(rule, p1, g1, m1, v1, i + s < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
+                             bc2_sqrt, decay_factor)
+        p2, m2, v2 = _update(rule, p2, g2, m2, v2, i + 2 * s < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
+                             bc2_sqrt, decay_factor)
+        p3, m3, v3 = _update(rule, p3, g3, m3, v3, i + 3 * s < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
+                             bc2_sqrt, decay_factor)
+        params[i] = p0
+        params[i + s] = p1
+        params[i + 2 * s] = p2
+        params[i + 3 * s] = p3
+        if moments:
+            state[0, i] = m0
+            state[0, i + s] = m1
+            state[0, i + 2 * s] = m2
+            state[0, i + 3 * s] = m3
+        if second:
+            state[last, i] = v0
+            state[last, i + s] = v1
+            state[last, i + 2 * s] = v2
+            state[last, i + 3 * s] = v3
+        i += ROWS * s
+    while i < n:
+        m = state[0, i] if moments else zero
+        v = state[last, i] if second else zero
+        p, m, v = _update(rule, params[i], grads[i], m, v, i < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
+                          bc2_sqrt, decay_factor)
         params[i] = p
+        if moments:
+            state[0, i] = m
+        if second:
+            state[last, i] = v
+        i += s
     last_block_advances_step(hyper, t, lr64)
 
 

@@ -70,6 +70,15 @@ def test_fused_steps_match_reference(cp, shape, dtype, rng):
     np.testing.assert_allclose(G1.get(), G0, **TOL[dtype])
     _assert_column_sums(dbz1.get(), G1.get(), dtype)
 
+    D = rng.standard_normal((shape[0], 1)).astype(dtype)
+    W = rng.standard_normal((1, shape[1])).astype(dtype)
+    Go0, dbo0 = np.empty(shape, dtype), np.empty(shape[1], dtype)
+    ref.outer_sigmoid_delta_backward(D, W, Z, Go0, dbo0)
+    Go1, dbo1 = cp.empty(shape, dtype), cp.empty(shape[1], dtype)
+    K.outer_sigmoid_delta_backward(cp.asarray(D), cp.asarray(W), cp.asarray(Z), Go1, dbo1)
+    np.testing.assert_allclose(Go1.get(), Go0, **TOL[dtype])
+    _assert_column_sums(dbo1.get(), Go1.get(), dtype)
+
 
 def _hyper():
     from bp_gpu.optim import hyper as H
@@ -173,6 +182,45 @@ def test_training_placements_match_cpu(cp, placement, rng):
         np.testing.assert_allclose(b1, b0, rtol=1e-9, atol=1e-12)
     for a, b in zip(mv_gpu, mv_cpu):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
+
+
+def test_streamed_epoch_equals_resident_bit_for_bit_with_the_device_lagging(cp, rng):
+    """StreamedBatches copies each batch on its copy stream into one of two device buffers, ordered
+    by events. Here the compute stream is held by a sleeping kernel after every step, so the host
+    and the copy stream run ahead of the steps as far as the events let them: a copy that
+    overwrote a device buffer before the step reading it had run would change the result, which
+    must equal the device-resident epoch's (same batches, same kernels) bit for bit."""
+    import warnings
+
+    from bp_gpu.kernels import _launch
+    from numba import cuda
+    from numba.cuda.core.errors import NumbaPerformanceWarning
+
+    from bp_gpu.train import ArraySource, StreamedBatches, run_epoch
+
+    @cuda.jit
+    def sleep(n):
+        for _ in range(n):
+            cuda.nanosleep(1000)
+
+    def hold_device(n_rows):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            sleep[1, 1, _launch.stream()](500)
+
+    X = rng.standard_normal((2000, 9)).astype(np.float32)
+    T = (rng.random((2000, 1)) < 0.5).astype(np.float32)
+    order = rng.permutation(2000)
+    runs = []
+    for placement in ("device", "stream"):
+        net = MLP([9, 17, 1], backend="cuda", dtype="float32", seed=3)
+        opt = bp_gpu.optim.Adam(net, 0.01)
+        source = ArraySource(net._engine, X, T, 128, placement)
+        assert isinstance(source.batches, StreamedBatches) == (placement == "stream")
+        losses = [run_epoch(net, opt, source, None, on_batch=hold_device, order=order) for _ in range(2)]
+        runs.append((losses, net._engine.params.get()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
 def test_classifier_early_stopping_matches_cpu(cp, rng):

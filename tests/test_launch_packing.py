@@ -7,6 +7,7 @@ run) on stand-ins for device arrays, then read back through the ``void*[]`` that
 
 import ctypes
 import warnings
+from types import SimpleNamespace
 
 import numba
 import numba_cuda
@@ -104,7 +105,7 @@ def test_packed_parameters_equal_numbas_own_preparation():
     numba_values = []
     for ty, val in zip(TYPES, _args()):
         _Kernel._prepare_args(kernel, ty, val, 0, [], numba_values)
-    address, keep = _launch.pack_arguments(kernel, _args())
+    address, keep, pointers = _launch.pack_arguments(kernel, _args())
     want = _expected()
     assert len(numba_values) == len(want) == 57
     assert [v.value if isinstance(v, ctypes._SimpleCData) else v for v in numba_values] == want
@@ -155,7 +156,7 @@ def test_prepared_launch_is_one_driver_call_with_the_packed_buffer(device):
     assert len(device) == 2
     assert device[0] == dict(f=0xF00D, grid=(2, 3, 1), block=(32, 8, 1), shared=0, stream=0x77, extra=0,
                              values=_expected())
-    assert launch.keep_alive[1] is owners
+    assert launch.keep_alive[1] == list(owners)
 
 
 def test_a_failed_launch_raises(device, monkeypatch):
@@ -201,3 +202,51 @@ def test_an_unchecked_numba_cuda_version_falls_back(device, monkeypatch):
     with pytest.warns(RuntimeWarning, match="numba-cuda 0.99.0 is not a version whose launch path was checked"):
         _launch.prepared(_Dispatcher(), _FakeKernel(TYPES), 1, 32, _args(), ())()
     assert device == []
+
+
+def _cupy_like(ptr, shape, dtype=np.float32):
+    """What ``rebind`` reads of a CuPy array."""
+    a = np.empty(shape, dtype)
+    return SimpleNamespace(data=SimpleNamespace(ptr=ptr), shape=a.shape, strides=a.strides, dtype=a.dtype)
+
+
+def test_rebind_points_the_packed_buffer_at_a_new_array(device):
+    launch = _launch.prepared(None, _FakeKernel(TYPES), 4, 256, _args(), ())
+    old, new = _cupy_like(0x3000, (7, 3)), _cupy_like(0x3800, (7, 3))  # T's memory, then another batch's
+    assert launch.rebind(old, new)
+    launch()
+    want = _expected()
+    want[want.index(0x3000)] = 0x3800  # T's data pointer; A and D (same layout) untouched
+    assert device[0]["values"] == want
+    assert new in launch.keep_alive[1]
+    # Refused, changing nothing: another shape, another dtype, memory no argument views.
+    assert not launch.rebind(new, _cupy_like(0x4800, (6, 3)))
+    assert not launch.rebind(new, _cupy_like(0x4800, (7, 3), np.float64))
+    assert not launch.rebind(_cupy_like(0x9000, (7, 3)), _cupy_like(0x4800, (7, 3)))
+    launch()
+    assert device[1]["values"] == want
+
+
+def test_rebind_through_the_dispatcher_fallback(device, monkeypatch):
+    class _View:  # a Numba device array's surface
+        def __init__(self, x):
+            self.device_ctypes_pointer = ctypes.c_void_p(x.data.ptr)
+            self.shape, self.strides, self.dtype = x.shape, x.strides, x.dtype
+
+    calls = []
+
+    class _Dispatcher:
+        def __getitem__(self, config):
+            return lambda *args: calls.append(args)
+
+    kernel = _FakeKernel(TYPES)
+    kernel.debug = True  # not packed: Numba's dispatcher
+    monkeypatch.setattr(_launch, "_warned_fallback", True)
+    monkeypatch.setattr(_launch, "arg", lambda x, name: _View(x))
+    T_old, T_new = _cupy_like(0x3000, (7, 3)), _cupy_like(0x3800, (7, 3))
+    args = [_View(_cupy_like(0x1000, (7, 3))), 1, _View(T_old)]
+    launch = _launch.prepared(_Dispatcher(), kernel, 4, 256, args, (T_old,))
+    assert launch.rebind(T_old, T_new) and not launch.rebind(T_old, T_new)  # the second: nothing views T_old
+    launch()
+    assert calls[0][0] is args[0] and calls[0][2].device_ctypes_pointer.value == 0x3800
+    assert launch.keep_alive == [T_new]

@@ -25,7 +25,9 @@ def _hyper(beta1=0.9):
 @pytest.mark.sim
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", [H.SGD, H.MOMENTUM, H.ADAM, H.ADAMW])
-@pytest.mark.parametrize("n_params, n_weights", [(1, 0), (1, 1), (47, 40), (300, 257)])
+# (1300, 1000): past 4 elements per thread of the simulator's grid, so the batched loop runs, with a
+# ragged tail and the weight/bias boundary inside a batch.
+@pytest.mark.parametrize("n_params, n_weights", [(1, 0), (1, 1), (47, 40), (300, 257), (1300, 1001)])
 def test_optimizer_update_matches_reference(rule, dtype, n_params, n_weights, rng):
     p = rng.standard_normal(n_params).astype(dtype)
     g = rng.standard_normal(n_params).astype(dtype)
@@ -46,13 +48,20 @@ def test_optimizer_update_matches_reference(rule, dtype, n_params, n_weights, rn
 
 @pytest.mark.sim
 def test_optimizer_update_uses_several_blocks():
-    grid, _ = _launch.tile_1d(300)
+    grid, block = _launch.tile_1d(300)
     assert grid > 1  # so the ticket decides which block advances the step
+    assert 1300 > 4 * grid * block  # the largest case above runs the batched loop
+
+
+@pytest.mark.sim
+def test_lamb_geometry_runs_the_batched_loop():
+    (gx, k), threads = geometry(np.array([0, 1100, 1301]))
+    assert 1100 > 4 * gx * threads
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("segments", [[0, 300], [0, 100, 257, 280, 300], [0, 3, 5, 7, 8]])
+@pytest.mark.parametrize("segments", [[0, 300], [0, 100, 257, 280, 300], [0, 3, 5, 7, 8], [0, 1100, 1301]])
 def test_lamb_update_matches_reference(dtype, segments, rng):
     segments = np.array(segments, dtype=np.int64)
     n = int(segments[-1])

@@ -48,3 +48,44 @@ def test_compiled_step_replays_train_step(name, rng):
     for X, t in _batches(rng, 4):
         assert float(a.train_step(X, t, oa)) == float(step(X, t))
     np.testing.assert_array_equal(_flat(a), _flat(b))
+
+
+@pytest.mark.sim
+def test_a_new_batch_array_each_step_is_rebound_not_prepared_again(monkeypatch, rng):
+    # A user's loop passes a fresh array every step; the output step reads t, so its prepared launch
+    # is pointed at each new array (rebind) instead of being prepared again.
+    from bp_gpu.kernels import output_loss_delta as mod
+
+    prepared = []
+    real = mod.prepare_output_loss_delta
+    monkeypatch.setattr(mod, "prepare_output_loss_delta", lambda *a: prepared.append(a) or real(*a))
+    nets = [MLP(SIZES, backend=b, dtype="float64", seed=1) for b in ("cuda", "cpu")]
+    opts = [optim.Adam(n, 0.05) for n in nets]
+    for X, t in _batches(rng, 4):
+        losses = [float(n.train_step(X, t.copy(), o)) for n, o in zip(nets, opts)]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-12)
+    assert len(prepared) == 1
+    np.testing.assert_allclose(_flat(nets[0]), _flat(nets[1]), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.sim
+def test_a_launch_that_cannot_rebind_is_prepared_again():
+    from bp_gpu.cuda_host import _PreparedPerInput
+    from bp_gpu.plan import T as T_SLOT
+
+    made, ran = [], []
+
+    def prepare(a, t):
+        def launch():
+            ran.append((a, t))
+
+        launch.rebind = lambda old, new: old.shape == new.shape
+        made.append(t)
+        return launch
+
+    op = _PreparedPerInput(prepare, ("A", T_SLOT))
+    t1, t2, t3 = np.zeros((3, 1)), np.zeros((3, 1)), np.zeros((5, 1))
+    for t in (t1, t1, t2, t3):
+        op(None, t)
+    assert made == [t1, t3]  # t1 prepared; t2 rebound; t3 (another shape) prepared again
+    assert len(ran) == 4 and op.T is t3
