@@ -174,6 +174,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     tol : float >= 0, default 1e-4
     verbose : bool, default False
         Print the loss (and validation score) of every epoch.
+    distributed : bool, default False
+        Data-parallel training over the processes of ``MPI.COMM_WORLD`` (run under ``mpiexec``; needs
+        ``pip install 'bp_gpu[mpi]'``): every process passes its own rows to ``fit``, ``batch_size``
+        is per process, and each step is the mean gradient over every process's batch (see
+        ``bp_gpu.distributed``). A single process trains as without it.
 
     Attributes
     ----------
@@ -207,6 +212,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         n_iter_no_change: int = 10,
         tol: float = 1e-4,
         verbose: bool = False,
+        distributed: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.optimizer = optimizer
@@ -227,6 +233,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.verbose = verbose
+        self.distributed = distributed
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so its base class is there
         tags = super().__sklearn_tags__()
@@ -262,7 +269,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
         if self.seed is not None:
             _int("seed", self.seed, 0)
-        for name in ("early_stopping", "verbose"):
+        for name in ("early_stopping", "verbose", "distributed"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
         return {
@@ -429,6 +436,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _optimizer_for(self, net: MLP, p: dict[str, Any], n_train: int) -> Optimizer:
         return make_optimizer(self.optimizer, net, self._learning_rate(p, n_train), p["momentum"], p["weight_decay"])
 
+    def _process_group(self) -> Any:
+        """The data-parallel process group (``bp_gpu.distributed``), or None: plain training."""
+        if not self.distributed:
+            return None
+        from .distributed import world_group
+
+        return world_group()
+
     def fit(self, X: Any, y: Any, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch; returns self.
 
@@ -436,6 +451,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         ``bp_gpu.train``). If anything fails (bad input, divergence) the estimator is left exactly
         as it was; Ctrl-C stops cleanly with the model of the last completed epoch.
         """
+        group = self._process_group()
+        if group is not None:  # data-parallel: bp_gpu.distributed
+            from . import distributed
+
+            return distributed.fit(self, group, X, y, monitor)
         p = self._checked_params()
         Xh = self._host_X(X)
         kind, classes, T = self._encode(y, Xh.shape[0])
@@ -474,6 +494,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         between calls; the architecture, optimizer kind, dtype, backend and convention may not.
         A failed call leaves the model as it was.
         """
+        group = self._process_group()
+        if group is not None:  # data-parallel: bp_gpu.distributed
+            from . import distributed
+
+            return distributed.partial_fit(self, group, X, y, classes, epochs, monitor)
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
         if not hasattr(self, "net_"):
@@ -627,6 +652,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     def _commit(self, net, opt, state, kind, classes, early: bool) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
+        self.__dict__.pop("_group", None)  # a data-parallel fit sets it again after this
         self.net_ = net
         self._optimizer = opt
         self._optimizer_name = self.optimizer
@@ -689,7 +715,12 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     def save(self, path: Any) -> None:
         """Write the fitted model, with optimizer state to resume training, as a ``.npz`` file
-        (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one."""
+        (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one.
+        A data-parallel model saves collectively: call it on every process; rank 0 writes."""
+        if getattr(self, "_group", None) is not None:
+            from . import distributed
+
+            return distributed.save(self, path)
         from .persistence import save
 
         save(self, path)
