@@ -191,6 +191,9 @@ class ProcessGroup:
             t.start()
             t.join(1.0)
         self.MPI.COMM_WORLD.Abort(status)
+        # MPICH's MPI_Abort can return (it asks the process manager to kill the job; seen here with
+        # MPICH 5.0: code after Abort ran before the kill arrived): this process must not go on.
+        os._exit(status)
 
     def abort_for(self, exc: BaseException) -> None:
         """An error only this rank saw: print it and end the job (status 130 for Ctrl-C, else 1)."""

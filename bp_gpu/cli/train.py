@@ -133,6 +133,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue training the model in this file up to --epochs in total (its "
         "hyperparameters are used; --backend may override where it runs)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training under mpiexec: each process reads only its own rows and rank 0 "
+        "writes the model (pip install 'bp_gpu[mpi]'; README 'Many GPUs and machines')",
+    )
     p.set_defaults(func=run)
 
 
@@ -142,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     from ._data import read_table
     from ._progress import ProgressMonitor, save_curves
 
+    if args.distributed:  # one process of a data-parallel job: bp_gpu/cli/_distributed.py
+        from ._distributed import run_distributed
+
+        return run_distributed(args)
     X, y = read_table(args.data, args.target, args.features)
     if args.resume:
         clf = load(args.resume, backend=None if args.backend == "auto" else args.backend)
