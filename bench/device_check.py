@@ -13,7 +13,12 @@ Run it as ``bash bench/device_check.sh`` (installs the package offline, then run
 5. a full training step (forward + backward + SGD update, float32, mean loss) on
    W2 = [256, 1024, 1024, 1] batch 4096 and W3 = [128, 512, 512, 1] batch 65536: ours, the same
    engine with plain CuPy element-wise ops instead of our kernels, and PyTorch eager; device time
-   per step and host time to enqueue one.
+   per step and host time to enqueue one;
+6. data-parallel training's GPU path (``bp_gpu.distributed``) on a one-process NCCL communicator:
+   ``tests/test_gpu_distributed.py`` in a subprocess, then on W2 and W3 the NCCL all-reduce of the
+   flat gradient (device time), the step with and without it, the MPI-on-pinned-copies fallback,
+   and the step's hygiene with the all-reduce in it (no host sync, no allocation). Needs mpi4py
+   (``pip install 'bp_gpu[mpi]'``) and CuPy's NCCL; without them the part fails saying so.
 
 Prints one table; writes ``device_check.json`` under ``$OUT`` when that is set. Without a usable
 device it says why, skips every GPU part and exits with status 2.
@@ -93,11 +98,11 @@ def time_host(fn: Callable[[], None], reps: int = 50) -> float:
 
 
 # -- parts ------------------------------------------------------------------------------------
-def run_gpu_tests(timeout_s: float = 180) -> dict:
+def run_gpu_tests(timeout_s: float = 180, module: str = "test_gpu.py") -> dict:
     # -P: no checkout directory on sys.path, so bp_gpu is the installed one (with bp_gpu.kernels),
     # not the bare bp_gpu/ folder of the checkout (device_check.sh may install it as a symlink tree).
     py = [sys.executable] + (["-P"] if sys.version_info >= (3, 11) else [])
-    cmd = py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
+    cmd = py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / module)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
         out, rc = proc.stdout + proc.stderr, proc.returncode
@@ -296,9 +301,9 @@ def _time_torch(step: Callable[[], None], reps: int = 20, inner: int = 5) -> tup
     return statistics.median(times), statistics.median(host)
 
 
-def step_hygiene() -> dict:
-    """No host sync in a step (it returns while a sleeping kernel of >= 40 ms, measured, still runs
-    ahead of it on the same stream), and no device allocation per step once warm."""
+def _enqueue_behind_sleep(step: Callable[[], None]) -> tuple[float, float]:
+    """(sleeping kernel ms, ms to enqueue ``step`` behind it on the same stream): a step that waits
+    for the device takes about as long as the kernel."""
     import cupy
     from bp_gpu.kernels import _launch
     from numba import cuda
@@ -308,8 +313,6 @@ def step_hygiene() -> dict:
         for _ in range(n):
             cuda.nanosleep(1000)
 
-    _, step = _our_step([256, 1024, 1024, 1], 4096)
-    step()
     stream = cupy.cuda.get_current_stream()
     sleep_kernel[1, 1, _launch.stream()](1)
     stream.synchronize()
@@ -330,6 +333,17 @@ def step_hygiene() -> dict:
     step()
     enqueue_ms = (time.perf_counter() - t0) * 1e3
     stream.synchronize()
+    return sleep_ms, enqueue_ms
+
+
+def step_hygiene() -> dict:
+    """No host sync in a step (it returns while a sleeping kernel of >= 40 ms, measured, still runs
+    ahead of it on the same stream), and no device allocation per step once warm."""
+    import cupy
+
+    _, step = _our_step([256, 1024, 1024, 1], 4096)
+    step()
+    sleep_ms, enqueue_ms = _enqueue_behind_sleep(step)
     hook = _malloc_counter()
     with hook:
         for _ in range(5):
@@ -372,6 +386,77 @@ def training_steps() -> list[dict]:
     return rows
 
 
+def data_parallel() -> dict:
+    """bp_gpu.distributed's GPU path on one GPU (a one-rank NCCL communicator; two ranks cannot share
+    a GPU): its gpu tests, then per architecture the all-reduce and the step around it."""
+    import importlib.util
+
+    import cupy
+
+    if importlib.util.find_spec("mpi4py") is None:
+        raise RuntimeError("mpi4py is not importable (pip install 'bp_gpu[mpi]'): the NCCL path was not exercised")
+    from cupy.cuda import nccl
+    from mpi4py import MPI
+
+    from bp_gpu import MLP
+    from bp_gpu import distributed as D
+    from bp_gpu.optim import SGD
+
+    out: dict[str, Any] = {"nccl_available": bool(nccl.available)}
+    if not nccl.available:
+        raise RuntimeError("CuPy has no NCCL here (install the nvidia-nccl wheel for this CUDA): the NCCL path "
+                           "was not exercised")
+    out["nccl_version"] = nccl.get_version()
+    out["tests"] = run_gpu_tests(module="test_gpu_distributed.py")["summary"]
+    group = D.ProcessGroup(MPI.COMM_SELF)
+    rows = out["steps"] = []
+    rng = np.random.default_rng(0)
+    for arch, (sizes, B) in ARCHS.items():
+        net = MLP(sizes, backend="cuda", dtype="float32", seed=0)
+        opt = SGD(net, 1e-6)
+        X = cupy.asarray(rng.standard_normal((B, sizes[0])), cupy.float32)
+        T = cupy.asarray(rng.random((B, sizes[-1])) < 0.5, cupy.float32)
+        nccl_reduce = D.make_reducer(group, net._engine, "nccl")
+        staged = D.make_reducer(group, net._engine, "mpi-staged")
+        row: dict[str, Any] = {"arch": arch, "batch": B, "params": net.n_params,
+                               "grad_MB": net.n_params * 4 / 1e6}
+        for name, fn in [("allreduce_nccl_us", nccl_reduce), ("allreduce_staged_us", staged),
+                         ("step_us", lambda: net._step(X, T, opt, 1 / B)),
+                         ("step_nccl_us", lambda: net._step(X, T, opt, 1 / B, reduce_grads=nccl_reduce))]:
+            row[name] = time_device(fn)
+        row["host_enqueue_step_nccl_us"] = time_host(lambda: net._step(X, T, opt, 1 / B, reduce_grads=nccl_reduce))
+        hook = _malloc_counter()
+        with hook:
+            for _ in range(5):
+                net._step(X, T, opt, 1 / B, reduce_grads=nccl_reduce)
+        nccl_reduce.finish()
+        row["device_allocs_per_step_nccl"] = hook.n / 5
+        rows.append(row)
+        log(f"  {arch}: P={net.n_params:,} ({row['grad_MB']:.1f} MB): NCCL all-reduce "
+            f"{row['allreduce_nccl_us']:.1f} us (1 rank), staged MPI {row['allreduce_staged_us']:.1f} us; "
+            f"step {row['step_us']:.1f} us, with NCCL {row['step_nccl_us']:.1f} us, enqueue "
+            f"{row['host_enqueue_step_nccl_us']:.1f} us, {row['device_allocs_per_step_nccl']:.1f} allocations per step")
+    # The same no-host-sync test as step_hygiene, with the all-reduce inside the step.
+    sizes, B = ARCHS["W2"]
+    net = MLP(sizes, backend="cuda", dtype="float32", seed=0)
+    opt = SGD(net, 1e-6)
+    reduce = D.make_reducer(group, net._engine, "nccl")
+    X = cupy.asarray(rng.standard_normal((B, sizes[0])), cupy.float32)
+    T = cupy.zeros((B, 1), cupy.float32)
+    net._step(X, T, opt, 1 / B, reduce_grads=reduce)
+    sleep_ms, enqueue_ms = _enqueue_behind_sleep(lambda: net._step(X, T, opt, 1 / B, reduce_grads=reduce))
+    reduce.finish()
+    hy = out["hygiene"] = {"sleep_kernel_ms": sleep_ms, "enqueue_ms": enqueue_ms,
+                           "no_host_sync": enqueue_ms < 0.5 * sleep_ms}
+    log(f"  step with the NCCL all-reduce enqueued behind a {sleep_ms:.0f} ms kernel in {enqueue_ms:.2f} ms -> "
+        f"{'no host sync' if hy['no_host_sync'] else 'HOST SYNC INSIDE THE STEP'}")
+    bad = [r["arch"] for r in rows if r["device_allocs_per_step_nccl"] > 0]
+    if bad or not out["hygiene"]["no_host_sync"]:
+        raise AssertionError(f"data-parallel step hygiene: allocations per step on {bad}, "
+                             f"no host sync: {out['hygiene']['no_host_sync']}")
+    return out
+
+
 def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[dict] | None) -> None:
     log("\n=== bp_gpu device check: " + RESULTS.get("device", "?") + " ===")
     if RESULTS.get("gpu_tests"):
@@ -409,6 +494,12 @@ def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[
             tf = f"{r['TFLOP/s']:.1f}" if "TFLOP/s" in r else "-"
             log(f"{r['impl']:<34}{r['arch']:<18}{r['batch']:>7}{r['us_per_step']:>10.1f}"
                 f"{r['host_us_per_step']:>9.1f}{tf:>9}{speed:>9}")
+    dp = RESULTS.get("data_parallel")
+    if dp:
+        log(f"\ndata-parallel (NCCL {dp.get('nccl_version')}, one rank): tests {dp.get('tests')}")
+        for r in dp.get("steps", []):
+            log(f"  {r['arch']}: all-reduce {r['allreduce_nccl_us']:.1f} us NCCL / {r['allreduce_staged_us']:.1f} us "
+                f"staged MPI; step {r['step_us']:.1f} -> {r['step_nccl_us']:.1f} us with NCCL")
     log("\nsections: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in RESULTS["sections"].items()))
 
 
@@ -438,6 +529,7 @@ def main() -> int:
     RESULTS["kernels"] = kernels
     steps = section("training steps", training_steps)
     RESULTS["training_steps"] = steps
+    RESULTS["data_parallel"] = section("data-parallel NCCL", data_parallel)
     RESULTS["seconds"] = round(time.perf_counter() - t_start, 1)
     print_table(copy_gbs, kernels, steps)
     _write_json()
