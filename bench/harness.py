@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="the tiny 'quick' workload, 2 repeats, small microbenchmarks (smoke test)")
     p.add_argument("--no-micro", action="store_true", help="skip the kernel microbenchmarks")
+    p.add_argument("--ranks", default=None, metavar="R,R,...",
+                   help="instead of the peers: data-parallel scaling, R processes of threads/R threads each "
+                        "under mpiexec (default workloads W2,W3cpu; see bench/scaling.py)")
 
 
 def machine_info() -> dict[str, Any]:
@@ -70,6 +73,10 @@ def _run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, 
 def run(args: argparse.Namespace) -> int:
     from bp_gpu.backends import cuda_status
 
+    if args.ranks:
+        from .scaling import run as run_scaling
+
+        return run_scaling(args)
     gpu = cuda_status()[0] and not os.environ.get("NUMBA_ENABLE_CUDASIM")
     if args.quick:
         workloads, repeats = ["quick"], min(args.repeats, 2)

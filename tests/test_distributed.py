@@ -363,3 +363,14 @@ def test_cli_trains_on_its_shards_and_resumes(tmp_path):
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1, err
     assert lines[0].startswith("bp-gpu train: error: rank 1 of 2: ") and "row 250" in lines[0], lines[0]
+
+
+@needs_mpiexec
+def test_bench_ranks_runs(tmp_path):
+    """bp-gpu bench --ranks (bench/scaling.py) end to end on the tiny workload; no timing asserted."""
+    r = subprocess.run([PY, "-m", "bp_gpu.cli", "bench", "--ranks", "1,2", "--threads", "2", "--quick", "--repeats",
+                        "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert [(q["ranks"], q["threads_per_rank"]) for q in rows] == [(1, 2), (2, 1)]
+    assert all(q["steps"] == 16 and q["samples_per_s"] > 0 and 0 <= q["allreduce_share"] <= 1 for q in rows)
