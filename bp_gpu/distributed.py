@@ -670,6 +670,25 @@ def fit(clf: Any, group: ProcessGroup, X: Any, y: Any, monitor: Any = None) -> A
     return clf
 
 
+def _to_local_device(group: ProcessGroup, clf: Any) -> None:
+    """A model loaded before this process chose its GPU sits on the default device: rebuild it on the
+    local rank's (through the file format's arrays, as unpickling does)."""
+    from .backends import simulator_enabled
+
+    if clf.net_.backend != "cuda" or simulator_enabled():
+        return
+    group.use_device("cuda")
+    import cupy
+
+    if clf.net_._engine.params.device.id == cupy.cuda.Device().id:
+        return
+    from .persistence import from_arrays, to_arrays
+
+    moved = from_arrays(to_arrays(clf), "the loaded model", backend="cuda")
+    params = set(clf.get_params())
+    clf.__dict__.update({k: v for k, v in moved.__dict__.items() if k not in params})
+
+
 def _adopt(group: ProcessGroup, clf: Any) -> None:
     """A model not trained by this group (loaded from a file): each rank takes its own shuffle
     generator from the file; the world size must be the one that saved it, and every rank must hold
@@ -687,6 +706,7 @@ def _adopt(group: ProcessGroup, clf: Any) -> None:
                 "fit a new model")
 
     group.agree(check, "checking the model to resume")
+    group.agree(lambda: _to_local_device(group, clf), "moving the model to this process's GPU")
     crc = group.gather_rows(np.array([float(params_checksum(clf.net_._engine))]), "comparing the models")[:, 0]
     if (crc != crc[0]).any():
         r = int(np.flatnonzero(crc != crc[0])[0])

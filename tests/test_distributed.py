@@ -374,3 +374,28 @@ def test_bench_ranks_runs(tmp_path):
     rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
     assert [(q["ranks"], q["threads_per_rank"]) for q in rows] == [(1, 2), (2, 1)]
     assert all(q["steps"] == 16 and q["samples_per_s"] > 0 and 0 <= q["allreduce_share"] <= 1 for q in rows)
+
+
+@needs_mpiexec
+def test_readme_script_runs_under_mpiexec(tmp_path):
+    """The README's data-parallel script, as written, on a Parquet file, with 2 processes."""
+    import re
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    body = readme[readme.index("<!-- section:distributed -->"):readme.index("<!-- /section:distributed -->")]
+    (tmp_path / "train.py").write_text(re.search(r"```python\n(.*?)```", body, re.S).group(1))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": (X[:, 0] > 0).astype(int)}),
+                   tmp_path / "data.parquet", row_group_size=50)
+    proxies = _proxies()
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", PY, "-m", "mpi4py", str(tmp_path / "train.py")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    rc, out, err, _ = _finish(proc, timeout=180)
+    assert rc == 0, err
+    model = bp_gpu.load(tmp_path / "model.npz")
+    assert model.n_iter_ == 20 and len(model._state.rank_rngs) == 2
+    _assert_no_orphans(str(tmp_path), proxies)

@@ -78,6 +78,8 @@ def _train(args: argparse.Namespace, group: Any) -> int:
             group.sum(a, "summing over the processes")
         return a
 
+    if group is not None:  # before any device memory (a --resume model is loaded onto the current GPU)
+        agree(lambda: group.use_device(args.backend), "choosing this process's GPU")
     X, y = agree(lambda: _read_shard(args, rank, world), f"reading {args.data}")
     if args.resume:
         clf = agree(lambda: load(args.resume, backend=None if args.backend == "auto" else args.backend),
