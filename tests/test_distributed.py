@@ -267,6 +267,11 @@ def test_shards_equal_one_process_on_the_union_of_their_batches(tmp_path, n, bou
     assert all((a == b).all() for a, b in zip(_weights(saved), [nums[0][f"resumed/{k}{l}"]
                                                                for l in range(2) for k in ("W", "b")]))
 
+    # partial_fit from scratch (classes given) is fit.
+    for r in range(n):
+        for key in ("W0", "b0", "W1", "b1", "loss", "classes"):
+            assert (nums[r][f"partial/{key}"] == nums[r][f"adam/{key}"]).all(), f"partial/{key} rank {r}"
+
     # Bad input on one rank: every rank raises the same error, naming the rank and the row.
     expect = {
         "nan": "ValueError: rank 1 of 3: X[5, 2] is NaN",
@@ -275,6 +280,7 @@ def test_shards_equal_one_process_on_the_union_of_their_batches(tmp_path, n, bou
         "empty": "ValueError: rank 2 of 3: X is empty: it has 0 samples",
         "params": "ValueError: rank 2 of 3: hyperparameters differ from rank 0's: batch_size=9 (rank 0: 8)",
         "refit": "ValueError: rank 1 of 3: X[5, 2] is NaN",
+        "diverge": "TrainingDivergedError: training diverged: the mean loss of epoch 1 is",  # the global loss
     }
     for case, start in expect.items():
         assert all(m[case] == msgs[0][case] for m in msgs), [m[case] for m in msgs]

@@ -56,6 +56,16 @@ if mode == "full":
     keep("resumed", resumed)
     resumed.save(f"{out}/resumed.npz")
 
+    first = bp_gpu.MLPClassifier(**BASE, optimizer="adam").partial_fit(X, y, classes=[0, 1, 2], epochs=3)
+    keep("partial", first)
+
+    try:  # finite rows whose loss overflows, on rank 1 only: the global loss is not finite
+        logistic = bp_gpu.MLPClassifier(**{**BASE, "hidden_layer_sizes": ()}, optimizer="sgd")
+        logistic.fit(X * 1e307 if rank == 1 else X, y)
+        msgs["diverge"] = "no error"
+    except Exception as exc:
+        msgs["diverge"] = f"{type(exc).__name__}: {exc}"
+
     cases = {}
     bad = X.copy()
     if rank == 1:
