@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,83 @@ def test_resuming_under_another_world_size_is_refused(tmp_path):
         D.partial_fit(loaded, group, X, y)
     assert all((p == q).all() for p, q in zip(weights, _weights(loaded)))
     assert loaded.n_iter_ == 3
+
+
+@needs_mpi4py
+def test_gpu_reducers_with_a_stand_in_for_cupy(monkeypatch):
+    """The NCCL and staged-MPI reducers cannot run here; a stand-in CuPy (host arrays behind the
+    calls they make) checks what they call and with what: ncclAllReduce in place on the flat buffer
+    with its dtype and the current stream; the fallback's copy out, MPI sum, copy back; the
+    fallback's one warning; finish() polling the event and NCCL's error state."""
+    import types
+
+    from mpi4py import MPI
+
+    from bp_gpu import distributed as D
+
+    calls = []
+
+    class Buf:
+        def __init__(self, a):
+            self.a, self.shape, self.dtype, self.size, self.itemsize = a, a.shape, a.dtype, a.size, a.itemsize
+            self.data = types.SimpleNamespace(ptr=1234)
+
+        def get(self, stream=None, out=None):
+            calls.append(("get", stream.ptr))
+            out[...] = self.a
+            return out
+
+        def set(self, arr, stream=None):
+            calls.append(("set", stream.ptr))
+            self.a[...] = arr
+
+    class Comm:
+        def __init__(self, n, uid, rank):
+            assert (n, len(uid), rank) == (1, 128, 0)
+
+        def allReduce(self, *args):
+            calls.append(("allReduce", *args))
+
+        def check_async_error(self):
+            calls.append(("check",))
+
+    class Event:
+        done = True
+
+        def __init__(self, disable_timing):
+            assert disable_timing
+
+        def record(self, stream):
+            calls.append(("record", stream.ptr))
+
+    nccl = types.SimpleNamespace(available=True, NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0, NcclCommunicator=Comm,
+                                 get_unique_id=lambda: bytes(128))
+    cuda = types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=77), Event=Event, nccl=nccl)
+    cupy = types.SimpleNamespace(cuda=cuda)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", nccl)
+    monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(empty_pinned=np.empty))
+    group = D.ProcessGroup(MPI.COMM_SELF)
+    grads = np.arange(5.0)
+    engine = types.SimpleNamespace(xp=cupy, grads=Buf(grads))
+
+    r = D.make_reducer(group, engine)
+    assert r.kind == "nccl"
+    r()
+    r.finish()
+    assert calls == [("allReduce", 1234, 1234, 5, 8, 0, 77), ("record", 77), ("check",)]
+
+    calls.clear()
+    nccl.available = False
+    with pytest.warns(RuntimeWarning, match="CuPy has no NCCL"):
+        r = D.make_reducer(group, engine)
+    assert r.kind == "mpi-staged"
+    r()
+    assert calls == [("get", 77), ("set", 77)] and (grads == np.arange(5.0)).all()  # one rank: the sum is itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D.make_reducer(group, engine)  # said once per group
 
 
 # -- MPI jobs ------------------------------------------------------------------------------------------
