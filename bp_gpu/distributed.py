@@ -153,6 +153,7 @@ class ProcessGroup:
         self.timeout_s = float(timeout_s)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._nccl: Any = None
+        self._bus_id: str | None = None  # PCI bus id of this process's GPU (use_device)
         self._warned_no_nccl = False
         # The barrier proves every rank is here, so the blocking calls after it cannot wait forever.
         self.comm = comm
@@ -184,12 +185,17 @@ class ProcessGroup:
             else:
                 _yield()
 
-    def abort(self, status: int, message: str | None = None) -> None:
-        """End the whole job now: the NCCL communicator is aborted (at most 1 s), then ``MPI_Abort``."""
-        if message:
-            sys.stderr.write(f"bp_gpu (rank {self.rank} of {self.size}): {message}\n")
-        sys.stderr.flush()
+    def abort(self, status: int, message: str | None = None, detail: str = "") -> None:
+        """End the whole job now: ``detail`` (a traceback) and ``message`` to stderr, the NCCL
+        communicator aborted (at most 1 s), then ``MPI_Abort``."""
         sys.stdout.flush()
+        if message:
+            # One write, and a moment before the kill: the process manager forwards what it has read
+            # of our stderr and drops the rest when it tears the job down (tracebacks printed line by
+            # line arrived cut short here).
+            sys.stderr.write(f"{detail}bp_gpu (rank {self.rank} of {self.size}): {message}\n")
+            sys.stderr.flush()
+            time.sleep(0.5)
         if self._nccl is not None:
             # ncclCommAbort releases the GIL and may wait on peers: never let it hold up MPI_Abort.
             t = threading.Thread(target=self._nccl.abort, daemon=True)
@@ -202,7 +208,7 @@ class ProcessGroup:
 
     def abort_for(self, exc: BaseException) -> None:
         """An error only this rank saw: print it and end the job (status 130 for Ctrl-C, else 1)."""
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if isinstance(exc, KeyboardInterrupt):
             status = 130
         elif isinstance(exc, SystemExit):
@@ -210,7 +216,7 @@ class ProcessGroup:
         else:
             status = 1
         self.abort(status, f"{type(exc).__name__} on this process during data-parallel training: ending the "
-                           "job, since the other processes cannot go on without it")
+                           "job, since the other processes cannot go on without it", detail)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.abort(130, "interrupted (Ctrl-C): ending the job; model files already written are complete "
@@ -282,20 +288,34 @@ class ProcessGroup:
 
     # -- GPUs -------------------------------------------------------------------------------------------
     def use_device(self, backend: str) -> None:
-        """One GPU per process: make the local rank's device current (before any device memory)."""
+        """One GPU per process: make the device of index ``local_rank`` modulo the visible devices
+        current (before any device memory); a launcher that gives each process its own GPU
+        (``CUDA_VISIBLE_DEVICES``, ``srun --gpus-per-task``) leaves one visible: index 0. Local:
+        ``check_devices`` then verifies, collectively, that no two processes share a GPU."""
         from .backends import resolve_backend, simulator_enabled
 
+        self._bus_id = None
         if simulator_enabled() or resolve_backend(backend) != "cuda":
             return
         import cupy
 
-        n = cupy.cuda.runtime.getDeviceCount()
-        if self.local_size > n:
-            raise RuntimeError(
-                f"{self.local_size} processes on this node but {n} GPU(s) visible: run one process per GPU "
-                "(e.g. mpiexec -n <GPUs per node> per node), or backend='cpu'"
-            )
-        cupy.cuda.Device(self.local_rank % n).use()
+        device = cupy.cuda.Device(self.local_rank % cupy.cuda.runtime.getDeviceCount())
+        device.use()
+        self._bus_id = device.pci_bus_id
+
+    def check_devices(self) -> None:
+        """Every rank: two processes on one GPU is an error (NCCL refuses it, and they would halve
+        each other's speed)."""
+        where = self.allgather((self.MPI.Get_processor_name(), self._bus_id), "comparing GPUs")
+        seen: dict[tuple[str, str], int] = {}
+        for r, key in enumerate(where):
+            if key[1] is None:
+                continue
+            if key in seen:
+                raise _every_rank(RuntimeError(
+                    f"ranks {seen[key]} and {r} of {self.size} both use the GPU at PCI {key[1]} on {key[0]}: run "
+                    "one process per GPU (no more processes per node than GPUs), or backend='cpu'"))
+            seen[key] = r
 
     def nccl(self) -> Any:
         """The group's NCCL communicator on the current device, made on first use (collective)."""
@@ -328,10 +348,12 @@ def world_group() -> ProcessGroup | None:
 def _abort_on_uncaught(exc_type: type, exc: BaseException, tb: Any) -> None:
     # A plain `python script.py` under mpiexec would hang in MPI_Finalize after an uncaught exception
     # on one rank (the others wait in a collective): abort the job instead (python -m mpi4py's rule).
-    sys.__excepthook__(exc_type, exc, tb)
-    if _WORLD is not None:
-        _WORLD.abort(130 if issubclass(exc_type, KeyboardInterrupt) else 1,
-                     "uncaught exception: ending the job (MPI_Abort) so that no process waits forever")
+    if _WORLD is None:
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    _WORLD.abort(130 if issubclass(exc_type, KeyboardInterrupt) else 1,
+                 "uncaught exception: ending the job (MPI_Abort) so that no process waits forever",
+                 "".join(traceback.format_exception(exc_type, exc, tb)))
 
 
 # -- gradient all-reduce: one call per training step ---------------------------------------------------
@@ -652,6 +674,7 @@ def fit(clf: Any, group: ProcessGroup, X: Any, y: Any, monitor: Any = None) -> A
     with group.guard():
         p = _agreed_params(clf, group)
         group.agree(lambda: group.use_device(clf.backend), "choosing this process's GPU")
+        group.check_devices()
         Xh, y_np, info = group.agree(lambda: _local_inputs(clf, X, y), "checking X and y")
         kind, classes = _global_labels(group, info)
         T = group.agree(lambda: _encode(clf, y_np, Xh.shape[0], classes), "encoding y")
@@ -675,9 +698,9 @@ def _to_local_device(group: ProcessGroup, clf: Any) -> None:
     local rank's (through the file format's arrays, as unpickling does)."""
     from .backends import simulator_enabled
 
+    group.use_device(clf.net_.backend)
     if clf.net_.backend != "cuda" or simulator_enabled():
         return
-    group.use_device("cuda")
     import cupy
 
     if clf.net_._engine.params.device.id == cupy.cuda.Device().id:
@@ -707,6 +730,7 @@ def _adopt(group: ProcessGroup, clf: Any) -> None:
 
     group.agree(check, "checking the model to resume")
     group.agree(lambda: _to_local_device(group, clf), "moving the model to this process's GPU")
+    group.check_devices()
     crc = group.gather_rows(np.array([float(params_checksum(clf.net_._engine))]), "comparing the models")[:, 0]
     if (crc != crc[0]).any():
         r = int(np.flatnonzero(crc != crc[0])[0])
@@ -732,6 +756,7 @@ def partial_fit(clf: Any, group: ProcessGroup, X: Any, y: Any, classes: Any = No
                 f"{'' if fitted[0] else 'not '}fitted on rank 0; every process must continue the same model"))
         if not fitted[0]:
             group.agree(lambda: group.use_device(clf.backend), "choosing this process's GPU")
+            group.check_devices()
 
             def first() -> tuple:
                 Xh, y_np, info = _local_inputs(clf, X, y)

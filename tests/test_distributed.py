@@ -367,16 +367,17 @@ def test_shards_equal_one_process_on_the_union_of_their_batches(tmp_path, n, bou
 
 
 @needs_mpiexec
-@pytest.mark.parametrize("mode", ["raise", "kill", "hang"])
+@pytest.mark.parametrize("mode", ["raise", "kill", "hang", "uncaught"])
 def test_a_failing_rank_ends_the_job(tmp_path, mode):
-    """Rank 1 raises, is killed, or hangs at the end of epoch 2 (a plain script, not python -m
-    mpi4py): mpiexec ends with a non-zero status within 30 s and no process is left behind."""
+    """Rank 1 raises, is killed, or hangs at the end of epoch 2, or raises outside fit while rank 0
+    trains (a plain script, not python -m mpi4py): mpiexec ends with a non-zero status within 30 s
+    and no process is left behind."""
     proxies = _proxies()
     env = {"BP_GPU_COLLECTIVE_TIMEOUT": "2"} if mode == "hang" else {}
     proc = _start(2, [PY, str(JOBS / "faults.py"), str(tmp_path), mode], env)
     rc, out, err, seconds = _finish(proc, timeout=30)
     assert rc != 0 and "finished" not in out, (rc, out, err)
-    if mode == "raise":
+    if mode in ("raise", "uncaught"):
         assert "rank 1 fails on purpose" in err
     if mode == "hang":
         assert "did not complete within 2 s" in err

@@ -1,7 +1,8 @@
 """One MPI job of tests/test_distributed.py, run as a plain script (``mpiexec -n 2 python faults.py DIR
 MODE``, not ``python -m mpi4py``): bp_gpu itself must end the job. At the end of epoch 2, rank 1
 ``raise``s, is ``kill``ed (SIGKILL), or ``hang``s (sleeps: the others' next collective times out).
-MODE ``interrupt``: trains for long with a checkpoint every epoch and writes DIR/checkpointed after the
+MODE ``uncaught``: rank 1 raises after fit, at the top level of the script, while rank 0 fits
+again. MODE ``interrupt``: trains for long with a checkpoint every epoch and writes DIR/checkpointed after the
 first one; the test then sends SIGINT to mpiexec.
 """
 
@@ -37,7 +38,11 @@ class Monitor:
                 time.sleep(600)
 
 
-epochs = 100_000 if mode == "interrupt" else 10
-bp_gpu.MLPClassifier(hidden_layer_sizes=(8,), batch_size=16, epochs=epochs, backend="cpu", seed=0,
-                     distributed=True).fit(X, y, monitor=Monitor())
+epochs = {"interrupt": 100_000, "uncaught": 2}.get(mode, 10)
+clf = bp_gpu.MLPClassifier(hidden_layer_sizes=(8,), batch_size=16, epochs=epochs, backend="cpu", seed=0,
+                           distributed=True).fit(X, y, monitor=Monitor())
+if mode == "uncaught":  # outside any bp_gpu call: the excepthook bp_gpu installed must end the job
+    if rank == 1:
+        raise RuntimeError("rank 1 fails on purpose, outside fit")
+    clf.fit(X, y)  # rank 0 waits for rank 1 in here
 print("finished", flush=True)
