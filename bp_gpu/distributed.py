@@ -727,6 +727,10 @@ def _adopt(group: ProcessGroup, clf: Any) -> None:
                 f"this model was trained by {n} process(es), and resuming it exactly needs the shuffle "
                 f"generator of each: resume it under mpiexec -n {n} (it is running under {group.size}), or "
                 "fit a new model")
+        if saved is not None and saved[0] != rng_to_dict(clf._state.rng):
+            raise ValueError(
+                f"this model was trained further by a single process after {n} processes saved it, so the "
+                "processes' shuffle generators in it are stale: fit a new model, or resume the file they saved")
 
     group.agree(check, "checking the model to resume")
     group.agree(lambda: _to_local_device(group, clf), "moving the model to this process's GPU")

@@ -212,6 +212,22 @@ def test_gpu_reducers_with_a_stand_in_for_cupy(monkeypatch):
         D.make_reducer(group, engine)  # said once per group
 
 
+@needs_mpi4py
+def test_resuming_after_single_process_training_is_refused(tmp_path):
+    """A data-parallel file trained further by one process holds stale per-process generators."""
+    from mpi4py import MPI
+
+    from bp_gpu import distributed as D
+
+    X, y = _data()
+    group = D.ProcessGroup(MPI.COMM_SELF)
+    D.fit(bp_gpu.MLPClassifier(**BASE), group, X, y).save(tmp_path / "m.npz")
+    loaded = bp_gpu.load(tmp_path / "m.npz")
+    loaded.partial_fit(X, y)  # plain training: distributed=False
+    with pytest.raises(ValueError, match="trained further by a single process"):
+        D.partial_fit(loaded, group, X, y)
+
+
 # -- MPI jobs ------------------------------------------------------------------------------------------
 def _proxies() -> set[int]:
     """PIDs of MPICH's per-node proxies now running (an orphan would outlive its mpiexec)."""
