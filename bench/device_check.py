@@ -25,7 +25,12 @@ Run it as ``bash bench/device_check.sh`` (installs the package offline, then run
 9. the host-path benchmark's estimate for W1 (``bench/host_path.py``, in the simulator), to set
    beside what 8 measured;
 10. whole epochs per step: ``train_step`` in a loop, the classifier's loop, the compiled step and
-    PyTorch eager (``bp_gpu.bench.peers``) on W1, W2 and W3.
+    PyTorch eager (``bp_gpu.bench.peers``) on W1, W2 and W3;
+11. data-parallel training's GPU path (``bp_gpu.distributed``) on a one-process NCCL communicator:
+    ``tests/test_gpu_distributed.py`` in a subprocess, then on W2 and W3 the NCCL all-reduce of the
+    flat gradient (device time), the step with and without it, the MPI-on-pinned-copies fallback,
+    and the step's hygiene with the all-reduce in it (no host sync, no allocation). Needs mpi4py
+    (``pip install 'bp_gpu[mpi]'``) and CuPy's NCCL; without them the part fails saying so.
 
 Prints one table; writes ``device_check.json`` under ``$OUT`` when that is set. Without a usable
 device it says why, skips every GPU part and exits with status 2.
@@ -186,11 +191,11 @@ def time_device(fn: Callable[[], None], reps: int = 15, inner: int = 10, warmup:
 
 
 # -- parts ------------------------------------------------------------------------------------
-def run_gpu_tests(timeout_s: float = 240) -> dict:
+def run_gpu_tests(timeout_s: float = 240, module: str = "test_gpu.py") -> dict:
     # -P: no checkout directory on sys.path, so bp_gpu is the installed one (with bp_gpu.kernels),
     # not the bare bp_gpu/ folder of the checkout (device_check.sh may install it as a symlink tree).
     py = [sys.executable] + (["-P"] if sys.version_info >= (3, 11) else [])
-    cmd = py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_gpu.py")]
+    cmd = py + ["-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(ROOT / "tests" / module)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
         out, rc = proc.stdout + proc.stderr, proc.returncode
@@ -726,6 +731,80 @@ def host_path_estimate(repeats: int = 10) -> dict:
     return out
 
 
+def data_parallel() -> dict:
+    """bp_gpu.distributed's GPU path on one GPU (a one-rank NCCL communicator; two ranks cannot share
+    a GPU): its gpu tests, then per architecture the all-reduce and the step around it, and the
+    step's hygiene with the all-reduce inside."""
+    import importlib.util
+
+    import cupy
+
+    if importlib.util.find_spec("mpi4py") is None:
+        raise RuntimeError("mpi4py is not importable (pip install 'bp_gpu[mpi]'): the NCCL path was not exercised")
+    from cupy.cuda import nccl
+    from mpi4py import MPI
+
+    from bp_gpu import MLP
+    from bp_gpu import distributed as D
+    from bp_gpu.optim import SGD
+
+    out: dict[str, Any] = RESULTS.setdefault("data_parallel", {"nccl_available": bool(nccl.available)})
+    if not nccl.available:
+        raise RuntimeError("CuPy has no NCCL here (install the nvidia-nccl wheel for this CUDA): the NCCL path "
+                           "was not exercised")
+    out["nccl_version"] = nccl.get_version()
+    out["tests"] = run_gpu_tests(module="test_gpu_distributed.py")["summary"]
+    group = D.ProcessGroup(MPI.COMM_SELF)
+    rows = out["steps"] = []
+    rng = np.random.default_rng(0)
+    for arch in ("W2", "W3"):
+        sizes, B = ARCHS[arch]
+        net = MLP(sizes, backend="cuda", dtype="float32", seed=0)
+        opt = SGD(net, 1e-6)
+        X = cupy.asarray(rng.standard_normal((B, sizes[0])), cupy.float32)
+        T = cupy.asarray(rng.random((B, sizes[-1])) < 0.5, cupy.float32)
+        nccl_reduce = D.make_reducer(group, net._engine, "nccl")
+        staged = D.make_reducer(group, net._engine, "mpi-staged")
+        row: dict[str, Any] = {"arch": arch, "batch": B, "params": net.n_params, "grad_MB": net.n_params * 4 / 1e6}
+        for name, fn in [("allreduce_nccl", nccl_reduce), ("allreduce_staged", staged),
+                         ("step", lambda: net._step(X, T, opt, 1 / B)),
+                         ("step_nccl", lambda: net._step(X, T, opt, 1 / B, reduce_grads=nccl_reduce))]:
+            t = time_device(fn)
+            row[f"{name}_us"], row[f"{name}_host_us"] = t["us"], t["host_us"]
+        hook = _malloc_counter()
+        with hook:
+            for _ in range(5):
+                net._step(X, T, opt, 1 / B, reduce_grads=nccl_reduce)
+        nccl_reduce.finish()
+        row["device_allocs_per_step_nccl"] = hook.n / 5
+        rows.append(row)
+        log(f"  {arch}: P={net.n_params:,} ({row['grad_MB']:.1f} MB): NCCL all-reduce "
+            f"{row['allreduce_nccl_us']:.1f} us (1 rank), staged MPI {row['allreduce_staged_us']:.1f} us; "
+            f"step {row['step_us']:.1f} us, with NCCL "
+            f"{row['step_nccl_us']:.1f} us (enqueued in {row['step_nccl_host_us']:.1f} us), "
+            f"{row['device_allocs_per_step_nccl']:.1f} allocations per step")
+    sizes, B = ARCHS["W2"]
+    net = MLP(sizes, backend="cuda", dtype="float32", seed=0)
+    opt = SGD(net, 1e-6)
+    reduce = D.make_reducer(group, net._engine, "nccl")
+    batches = _device_batches(4, sizes, B)
+
+    def run(mark: Callable[[], None]) -> None:
+        for X, T in batches:
+            net._step(X, T, opt, 1 / B, reduce_grads=reduce)
+            mark()
+
+    hy = out["hygiene"] = _hygiene_case(run, "all", 0)
+    reduce.finish()
+    log(f"  step with the NCCL all-reduce: {hy['enqueued_during_sleep']}/{hy['steps']} enqueued during a "
+        f"{hy['sleep_ms']:.0f} ms sleep, {hy['allocs']} allocations")
+    bad = [r["arch"] for r in rows if r["device_allocs_per_step_nccl"] > 0]
+    if bad or not (hy["no_host_sync"] and hy["no_extra_allocs"]):
+        raise AssertionError(f"data-parallel step hygiene: allocations per step on {bad}, "
+                             f"no host sync: {hy['no_host_sync']}, allocations: {hy['allocs']}")
+    return out
+
+
 def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[dict] | None) -> None:
     log("\n=== bp_gpu device check: " + RESULTS.get("device", "?") + " ===")
     if RESULTS.get("gpu_tests"):
@@ -795,6 +874,12 @@ def print_table(copy_gbs: float | None, kernels: list[dict] | None, steps: list[
             speed = f"{ref / r['us_per_step']:.2f}x" if ref else "-"
             log(f"{r['impl']:<26}{r['arch']:<6}{r['batch']:>7}{r['us_per_step']:>10.1f}{r['TFLOP/s']:>9.2f}"
                 f"{speed:>9}{r['loss']:>11.6f}")
+    dp = RESULTS.get("data_parallel")
+    if dp and dp.get("steps"):
+        log(f"\ndata-parallel (NCCL {dp.get('nccl_version')}, one rank): tests {dp.get('tests')}")
+        for r in dp["steps"]:
+            log(f"  {r['arch']}: all-reduce {r['allreduce_nccl_us']:.1f} us NCCL / {r['allreduce_staged_us']:.1f} us "
+                f"staged MPI; step {r['step_us']:.1f} -> {r['step_nccl_us']:.1f} us with NCCL")
     log("\nsections: " + ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in RESULTS["sections"].items()))
 
 
@@ -829,6 +914,7 @@ def main() -> int:
     section("host per step", host_per_step)
     section("host path estimate", host_path_estimate)
     section("training steps", training_steps)
+    section("data-parallel NCCL", data_parallel)
     kernels, steps = RESULTS.get("kernels"), RESULTS.get("training_steps")
     RESULTS["seconds"] = round(time.perf_counter() - t_start, 1)
     print_table(copy_gbs, kernels, steps)

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only the host-path benchmark of the CUDA step (bench/host_path.py: counts and an estimate "
                         "of the host time per step on a device, measured in the simulator; no GPU needed); "
                         "writes host_path.json in --out")
+    p.add_argument("--ranks", default=None, metavar="R,R,...",
+                   help="instead of the peers: data-parallel scaling, R processes of threads/R threads each "
+                        "under mpiexec (default workloads W2,W3cpu; see bench/scaling.py)")
 
 
 def machine_info() -> dict[str, Any]:
@@ -80,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         return host_path(["--json", str(Path(args.out) / "host_path.json")])
 
+    if args.ranks:
+        from .scaling import run as run_scaling
+
+        return run_scaling(args)
     gpu = cuda_status()[0] and not os.environ.get("NUMBA_ENABLE_CUDASIM")
     if args.quick:
         workloads, repeats = ["quick"], min(args.repeats, 2)

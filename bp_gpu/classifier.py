@@ -270,6 +270,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     and predictions are computed chunk by chunk. With ``early_stopping`` the validation rows are
     whole chunks: ``round(validation_fraction * n_chunks)`` of them (at least one, and at least one
     chunk left to train on), drawn at random from ``random_state``'s split generator.
+    distributed : bool, default False
+        Data-parallel training over the processes of ``MPI.COMM_WORLD`` (run under ``mpiexec``; needs
+        ``pip install 'bp_gpu[mpi]'``): every process passes its own rows to ``fit``, ``batch_size``
+        is per process, and each step is the mean gradient over every process's batch (see
+        ``bp_gpu.distributed``). A single process trains as without it.
 
     Attributes
     ----------
@@ -312,6 +317,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         tol: float = 1e-4,
         verbose: bool = False,
         standardize: bool = False,
+        distributed: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.optimizer = optimizer
@@ -334,6 +340,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.tol = tol
         self.verbose = verbose
         self.standardize = standardize
+        self.distributed = distributed
 
     def __sklearn_tags__(self):  # only called by scikit-learn, so its base class is there
         tags = super().__sklearn_tags__()
@@ -378,7 +385,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
                 "random_state must be None, an int >= 0, a numpy.random.Generator or a "
                 f"numpy.random.RandomState; got {rs!r}"
             )
-        for name in ("early_stopping", "verbose", "standardize"):
+        for name in ("early_stopping", "verbose", "standardize", "distributed"):
             if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
         return {
@@ -568,6 +575,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _optimizer_for(self, net: MLP, p: dict[str, Any], n_train: int) -> Optimizer:
         return make_optimizer(self.optimizer, net, self._learning_rate(p, n_train), p["momentum"], p["weight_decay"])
 
+    def _process_group(self) -> Any:
+        """The data-parallel process group (``bp_gpu.distributed``), or None: plain training."""
+        if not self.distributed:
+            return None
+        from .distributed import world_group
+
+        return world_group()
+
     def fit(self, X: Any, y: Any = None, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch on ``(X, y)``, or on a ``bp_gpu.data`` data set given as
         ``X`` alone (its target column holds the labels); returns self.
@@ -579,6 +594,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         many); before the first epoch completes nothing is committed, the KeyboardInterrupt
         propagates and the estimator is as it was (still unfitted, or the previous model).
         """
+        group = self._process_group()
+        if group is not None:  # data-parallel (a data set here is this process's shard): bp_gpu.distributed
+            from . import distributed
+
+            return distributed.fit(self, group, X, y, monitor)
         if isinstance(X, Dataset):
             return self._fit_dataset(X, y, monitor)
         p = self._checked_params()
@@ -626,6 +646,11 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         ``standardize`` may not (the standardisation of the first call is kept).
         A failed call leaves the model as it was; Ctrl-C as in ``fit``.
         """
+        group = self._process_group()
+        if group is not None:  # data-parallel: bp_gpu.distributed
+            from . import distributed
+
+            return distributed.partial_fit(self, group, X, y, classes, epochs, monitor)
         p = self._checked_params()
         epochs = _int("epochs", epochs, 1)
         if isinstance(X, Dataset):
@@ -982,6 +1007,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def _commit(self, net, opt, state, kind, classes, early: bool, feature_names: np.ndarray | None = None,
                 scaler: Standardizer | None = None) -> None:
         """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
+        self.__dict__.pop("_group", None)  # a data-parallel fit sets it again after this
         self.net_ = net
         self._optimizer = opt
         self._optimizer_name = self.optimizer
@@ -1089,7 +1115,12 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
 
     def save(self, path: Any) -> None:
         """Write the fitted model, with optimizer state to resume training, as a ``.npz`` file
-        (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one."""
+        (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one.
+        A data-parallel model saves collectively: call it on every process; rank 0 writes."""
+        if getattr(self, "_group", None) is not None:
+            from . import distributed
+
+            return distributed.save(self, path)
         from .persistence import save
 
         save(self, path)

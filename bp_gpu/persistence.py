@@ -28,7 +28,8 @@ being stored as null; files written before ``random_state`` existed have ``seed`
 ``random_state``); ``optimizer`` (kind, step count, learning-rate schedule
 ``{kind, peak, warmup_steps, total_steps, final}``, momentum, weight decay); ``train_state`` (epochs
 done, loss curve, validation scores, early-stopping counters and the shuffle generator's PCG64 state,
-so training resumes exactly); ``early_stopping_fit``; ``feature_names`` (``feature_names_in_`` as a
+so training resumes exactly; after data-parallel training also ``rank_rngs``, every process's
+generator in rank order); ``early_stopping_fit``; ``feature_names`` (``feature_names_in_`` as a
 list of strings; null when fitted without names, absent in older files); ``bp_gpu_version``. The
 flat layout of the optimizer state is ``[W_1 | ... | W_L | b_1 | ... | b_L]``
 with each ``W_l`` row-major, P the number of parameters.

@@ -65,9 +65,37 @@ class EpochInfo:
     model: Callable[[], Any]
 
 
+def rng_to_dict(rng: np.random.Generator) -> dict[str, Any]:
+    """A generator's PCG64 state, JSON-ready: its 128-bit integers become strings (JSON readers lose them)."""
+    bg = rng.bit_generator.state
+    return {
+        "bit_generator": bg["bit_generator"],
+        "state": {k: str(v) for k, v in bg["state"].items()},
+        "has_uint32": int(bg["has_uint32"]),
+        "uinteger": int(bg["uinteger"]),
+    }
+
+
+def rng_from_dict(r: dict[str, Any]) -> np.random.Generator:
+    """The generator ``rng_to_dict`` described."""
+    if r["bit_generator"] != "PCG64":
+        raise ValueError(f"shuffle generator must be PCG64; got {r['bit_generator']!r}")
+    bg = np.random.PCG64()
+    bg.state = {
+        "bit_generator": "PCG64",
+        "state": {k: int(v) for k, v in r["state"].items()},
+        "has_uint32": int(r["has_uint32"]),
+        "uinteger": int(r["uinteger"]),
+    }
+    return np.random.Generator(bg)
+
+
 @dataclass
 class TrainState:
-    """The host side of training that a checkpoint must keep to resume exactly."""
+    """The host side of training that a checkpoint must keep to resume exactly.
+
+    ``rank_rngs``: data-parallel training only (``bp_gpu.distributed``): every process's shuffle
+    generator as ``rng_to_dict`` writes it, in rank order, gathered when the model is saved."""
 
     rng: np.random.Generator
     n_iter: int = 0
@@ -75,47 +103,40 @@ class TrainState:
     validation_scores: list[float] = field(default_factory=list)
     best_validation_score: float | None = None
     no_improvement: int = 0
+    rank_rngs: list[dict[str, Any]] | None = None
 
     def copy(self) -> TrainState:
         return copy.deepcopy(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; the PCG64 state's 128-bit integers become strings (JSON readers lose them)."""
-        bg = self.rng.bit_generator.state
-        return {
-            "rng": {
-                "bit_generator": bg["bit_generator"],
-                "state": {k: str(v) for k, v in bg["state"].items()},
-                "has_uint32": int(bg["has_uint32"]),
-                "uinteger": int(bg["uinteger"]),
-            },
+        """JSON-ready (see ``rng_to_dict``)."""
+        d = {
+            "rng": rng_to_dict(self.rng),
             "n_iter": self.n_iter,
             "loss_curve": list(self.loss_curve),
             "validation_scores": list(self.validation_scores),
             "best_validation_score": self.best_validation_score,
             "no_improvement": self.no_improvement,
         }
+        if self.rank_rngs is not None:
+            d["rank_rngs"] = list(self.rank_rngs)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
-        r = d["rng"]
-        if r["bit_generator"] != "PCG64":
-            raise ValueError(f"shuffle generator must be PCG64; got {r['bit_generator']!r}")
-        bg = np.random.PCG64()
-        bg.state = {
-            "bit_generator": "PCG64",
-            "state": {k: int(v) for k, v in r["state"].items()},
-            "has_uint32": int(r["has_uint32"]),
-            "uinteger": int(r["uinteger"]),
-        }
         best = d["best_validation_score"]
+        rank_rngs = d.get("rank_rngs")
+        if rank_rngs is not None:
+            for r in rank_rngs:
+                rng_from_dict(r)  # each must describe a generator
         return cls(
-            rng=np.random.Generator(bg),
+            rng=rng_from_dict(d["rng"]),
             n_iter=int(d["n_iter"]),
             loss_curve=[float(x) for x in d["loss_curve"]],
             validation_scores=[float(x) for x in d["validation_scores"]],
             best_validation_score=None if best is None else float(best),
             no_improvement=int(d["no_improvement"]),
+            rank_rngs=None if rank_rngs is None else [dict(r) for r in rank_rngs],
         )
 
 
@@ -346,7 +367,8 @@ def train(
     verbose: bool = False,
 ) -> bool:
     """Train on the batches of ``source`` (``ArraySource`` or any object with ``n_rows`` and
-    ``epoch(rng)``) for ``epochs`` epochs (fewer when ``validate`` is given and stops improving).
+    ``epoch(rng)``; one that also has ``run_epoch(net, optimizer, rng, on_batch)`` runs its epochs
+    itself and returns their mean loss) for ``epochs`` epochs (fewer when ``validate`` is given and stops improving).
 
     ``validate()`` returns a score (higher is better) of the current parameters: with it, training
     stops once the score has not improved by ``tol`` for ``n_iter_no_change`` epochs, and the
@@ -370,7 +392,10 @@ def train(
     try:
         for _ in range(epochs):
             t0 = time.perf_counter()
-            loss = run_epoch(net, optimizer, source, state.rng, on_batch)
+            # A source with its own epoch (bp_gpu.distributed's, whose steps all-reduce) runs it.
+            own = getattr(source, "run_epoch", None)
+            loss = (own(net, optimizer, state.rng, on_batch) if own is not None
+                    else run_epoch(net, optimizer, source, state.rng, on_batch))
             epoch = state.n_iter + 1
             if not np.isfinite(loss):
                 raise TrainingDivergedError(

@@ -46,9 +46,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="CSV: the text encoding, e.g. latin-1 (default utf-8; a UTF-8 byte order mark is skipped)")
 
 
-def open_data(args: argparse.Namespace, target: str | None, model: Any = None) -> Any:
+def open_data(args: argparse.Namespace, target: str | None, model: Any = None, **reader: Any) -> Any:
     """The data set of ``args.data``; with a fitted ``model`` whose ``feature_names_in_`` are known,
-    its feature columns are picked (and ordered) by name when the file names its columns."""
+    its feature columns are picked (and ordered) by name when the file names its columns.
+    ``reader``: further ``bp_gpu.data.open`` options (e.g. ``chunk_bytes``)."""
     import bp_gpu.data as bd
 
     path = args.data
@@ -60,6 +61,7 @@ def open_data(args: argparse.Namespace, target: str | None, model: Any = None) -
     if fmt != "csv" and given:
         raise CLIError(f"{given[0]} applies to CSV files only; {path} is read as {fmt}")
     kw: dict[str, Any] = {k: getattr(args, k) for k in CSV_OPTIONS if getattr(args, k) is not None}
+    kw.update(reader)
     features: Any = args.features
     if features is not None and fmt != "npz":
         features = [f.strip() for f in features.split(",")]

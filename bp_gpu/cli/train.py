@@ -175,6 +175,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "optimizer, dtype and seed are kept (contradicting options are refused); --learning-rate, "
         "--momentum, --batch-size, --weight-decay and --backend, when given, apply",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training under mpiexec: each process reads only its own rows and rank 0 "
+        "writes the model (pip install 'bp_gpu[mpi]'; README 'Many GPUs and machines')",
+    )
     p.set_defaults(func=run)
 
 
@@ -223,6 +229,10 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.out, args.plot):
         if path:
             check_writable(path)  # a bad --out is found now, not after the training
+    if args.distributed:  # one process of a data-parallel job: bp_gpu/cli/_distributed.py
+        from ._distributed import run_distributed
+
+        return run_distributed(args)
     if args.resume:
         clf = load(args.resume, backend=args.backend if "backend" in args.given else None)
         applied = resume_options(args, clf)
