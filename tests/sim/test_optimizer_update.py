@@ -60,8 +60,8 @@ def test_lamb_geometry_runs_the_batched_loop():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("segments", [[0, 300], [0, 100, 257, 280, 300], [0, 3, 5, 7, 8], [0, 1100, 1301]])
+@pytest.mark.parametrize("dtype, segments", [(np.float64, [0, 300]), (np.float64, [0, 100, 257, 280, 300]),
+                                             (np.float32, [0, 3, 5, 7, 8]), (np.float32, [0, 1100, 1301])])
 def test_lamb_update_matches_reference(dtype, segments, rng):
     segments = np.array(segments, dtype=np.int64)
     n = int(segments[-1])
