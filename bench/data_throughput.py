@@ -1,7 +1,7 @@
 """Training throughput from files against the same data in memory, peak memory for a file larger
 than that, and ONNX Runtime's predict_proba next to bp_gpu's (issue 10).
 
-    python bench/data_throughput.py [--epochs 6] [--repeats 5] [--dir /tmp/bp_gpu_data_bench]
+    python bench/data_throughput.py [--epochs 6] [--block 3] [--repeats 5] [--dir /tmp/bp_gpu_data_bench]
                                     [--large-gb 2] [--onnx]
 
 Throughput: W1 (``[28, 64, 64, 1]``, batch 1024, 262,144 rows of float32 features, plain SGD lr 0.1,
@@ -18,10 +18,14 @@ the bench's data and initial weights), trained with the classifier's epoch loop
   tried; row groups of 32,768 rows, ~3.7 MB of features), streamed the same way.
 
 A fresh process (``--repeats`` of them) builds one network per mode, from the same initial weights,
-and trains ``--epochs`` rounds after a warm-up round (compiling, the page cache); a round is one
-epoch of each mode in turn, so the slow and fast periods of a shared machine hit every mode alike.
-Per process: each mode's median epoch, and its median ratio to the ``memory`` epoch of the same
-round. The table gives the medians over the processes.
+and trains ``--epochs`` rounds after a warm-up round (compiling, the page cache); a round is a block
+of ``--block`` consecutive epochs of each mode in turn (a short fit: the file sources read each next
+epoch's first buffer ahead, as in training, and are closed after their block so that no reading
+runs into the next mode's), so the slow and fast periods of a shared machine hit every mode alike.
+Per process: each mode's median epoch after the first of a block (steady training) and its median
+ratio to the ``memory`` epochs of the same round; the first epoch of a block (the first buffer is
+read before the first step, once per fit) and the ratio of whole blocks. The table gives the
+medians over the processes.
 
 ``--large-gb N``: an N GB ``.npy`` and Parquet file of the same kind of rows (written chunk by chunk
 under ``--dir``), one epoch of ``MLPClassifier.fit`` from each, peak resident memory (VmHWM).
@@ -111,10 +115,14 @@ def write_large(d: str, gb: float) -> dict[str, str]:
 
 
 # -- measurements, each in a fresh process -------------------------------------------------------------
-def child_throughput(modes: list[str], paths: dict[str, str], epochs: int) -> dict:
-    """One process: a network per mode (the same initial weights) and epochs in rounds, each round one
-    epoch of every mode in turn, so slow and fast periods of a shared machine hit every mode alike.
-    The first round warms up (compiling, the page cache) and is not counted."""
+def child_throughput(modes: list[str], paths: dict[str, str], rounds: int, block: int) -> dict:
+    """One process: a network per mode (the same initial weights) and rounds of training, each round
+    a fit-like block of ``block`` consecutive epochs of every mode in turn (so slow and fast periods
+    of a shared machine hit every mode alike), the file sources closed after their block (so no
+    reading ahead runs into another mode's block). The first round warms up (compiling, the page
+    cache) and is not counted. Per mode: the median epoch after a block's first (steady training,
+    where the reader has read each epoch's first buffer ahead) and the median first epoch (what a
+    fit pays once: the first buffer read before the first step)."""
     import numpy as np
     from bp_gpu.bench.workloads import WORKLOADS, initial_weights, make_data
 
@@ -141,21 +149,32 @@ def child_throughput(modes: list[str], paths: dict[str, str], epochs: int) -> di
             source = DatasetSource(eng, ds, w.batch, n_outputs=1,
                                    encode=LabelEncoder("binary", ds.labels(), np.float32))
         runs[mode] = (net, SGD(net, 0.1), source, np.random.default_rng(0), [], [])
-    for _ in range(epochs + 1):
+    for _ in range(rounds + 1):
         for mode in modes:
-            net, opt, source, rng, times, losses = runs[mode]
-            t0 = time.perf_counter()
-            losses.append(run_epoch(net, opt, source, rng))
-            times.append(time.perf_counter() - t0)
-    out = {"load": os.getloadavg(), "modes": {}}
+            net, opt, source, rng, blocks, losses = runs[mode]
+            times = []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                losses.append(run_epoch(net, opt, source, rng))
+                times.append(time.perf_counter() - t0)
+            if hasattr(source, "close"):
+                source.close()
+            blocks.append(times)
+    out = {"load": os.getloadavg(), "block": block, "modes": {}}
     for mode in modes:
-        times, losses = runs[mode][4][1:], runs[mode][5]
-        med = statistics.median(times)
-        out["modes"][mode] = {"epoch_s": med, "min_s": min(times), "times": times, "samples_per_s": w.samples / med,
-                              "loss": losses[-1]}
+        blocks, losses = runs[mode][4][1:], runs[mode][5]
+        steady = [t for b in blocks for t in b[1:]]
+        med = statistics.median(steady)
+        out["modes"][mode] = {"epoch_s": med, "min_s": min(steady),
+                              "first_epoch_s": statistics.median(b[0] for b in blocks), "blocks": blocks,
+                              "samples_per_s": w.samples / med, "loss": losses[-1]}
         if mode != "memory" and "memory" in runs:
-            ratios = [m / f for m, f in zip(runs["memory"][4][1:], times)]  # same round, adjacent epochs
-            out["modes"][mode]["ratio_to_memory"] = statistics.median(ratios)
+            # the same round's blocks, adjacent in time: steady epochs, and the whole block
+            mem = runs["memory"][4][1:]
+            out["modes"][mode]["ratio_to_memory"] = statistics.median(
+                statistics.mean(m[1:]) / statistics.mean(f[1:]) for m, f in zip(mem, blocks))
+            out["modes"][mode]["block_ratio_to_memory"] = statistics.median(
+                sum(m) / sum(f) for m, f in zip(mem, blocks))
     return out
 
 
@@ -252,7 +271,8 @@ def _child(args: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=6, help="rounds of training blocks after the warm-up round")
+    p.add_argument("--block", type=int, default=3, help="consecutive epochs of a mode in a round (a short fit)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dir", default="/tmp/bp_gpu_data_bench", help="where the generated files go (not the repo)")
     p.add_argument("--modes", default=",".join(MODES))
@@ -264,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.child:
         kind, *rest = a.child
-        if kind in ("throughput", "reader"):
-            fn = child_throughput if kind == "throughput" else child_reader
-            res = fn(rest[0].split(","), json.loads(rest[1]), int(rest[2]))
+        if kind == "throughput":
+            res = child_throughput(rest[0].split(","), json.loads(rest[1]), int(rest[2]), int(rest[3]))
+        elif kind == "reader":
+            res = child_reader(rest[0].split(","), json.loads(rest[1]), int(rest[2]))
         else:
             res = child_large(rest[0], rest[1]) if kind == "large" else child_onnx(rest[0], int(rest[1]))
         print(json.dumps(res))
@@ -276,18 +297,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"load_start": os.getloadavg(), "throughput": [], "large": [], "onnx": None}
     modes = a.modes.split(",")
     for r in range(a.repeats):
-        res = _child(["throughput", ",".join(modes), json.dumps(paths), str(a.epochs)])
+        res = _child(["throughput", ",".join(modes), json.dumps(paths), str(a.epochs), str(a.block)])
         results["throughput"].append(res)
         print(f"process {r + 1}/{a.repeats} (load {res['load'][0]:.2f}): " + ", ".join(
             f"{m} {x['epoch_s'] * 1e3:.1f} ms" + (f" ({x['ratio_to_memory']:.2f}x memory)" if "ratio_to_memory" in x
                                                    else "") for m, x in res["modes"].items()), flush=True)
     if a.repeats:
-        print(f"\n{'mode':8s} {'median epoch ms (min-max over processes)':>40s} {'samples/s':>12s} {'x memory':>9s}")
+        print(f"\n{'mode':8s} {'median epoch ms (min-max over processes)':>40s} {'samples/s':>12s} {'x memory':>9s} "
+              f"{'first epoch ms':>15s} {'x memory, block of ' + str(a.block):>22s}")
     for m in modes if a.repeats else []:
         xs = [res["modes"][m]["epoch_s"] for res in results["throughput"]]
         ratios = [res["modes"][m].get("ratio_to_memory", 1.0) for res in results["throughput"]]
+        firsts = [res["modes"][m]["first_epoch_s"] for res in results["throughput"]]
+        blocks = [res["modes"][m].get("block_ratio_to_memory", 1.0) for res in results["throughput"]]
         print(f"{m:8s} {statistics.median(xs) * 1e3:18.1f} ({min(xs) * 1e3:.1f}-{max(xs) * 1e3:.1f}) "
-              f"{262_144 / statistics.median(xs):>12,.0f} {statistics.median(ratios):9.2f}")
+              f"{262_144 / statistics.median(xs):>12,.0f} {statistics.median(ratios):9.2f} "
+              f"{statistics.median(firsts) * 1e3:15.1f} {statistics.median(blocks):22.2f}")
     if a.reader:
         res = results["reader"] = _child(["reader", ",".join(modes), json.dumps(paths), str(a.epochs)])
         for m, x in res["modes"].items():

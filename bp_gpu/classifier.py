@@ -1025,10 +1025,6 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             self.feature_names_in_ = feature_names
         else:
             self.__dict__.pop("feature_names_in_", None)
-        if feature_names is not None:
-            self.feature_names_in_ = feature_names
-        else:
-            self.__dict__.pop("feature_names_in_", None)
         if early:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score

@@ -71,6 +71,11 @@ class DatasetSource:
         finally:
             rows.close()
 
+    def close(self) -> None:
+        """Stops the reader's thread, which reads the next epoch ahead once an epoch has ended.
+        A later ``epoch`` starts it again."""
+        self.reader.close()
+
     def _gather(self, X: np.ndarray, T: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         B = len(idx)
         views = self.views.get(B)

@@ -494,6 +494,12 @@ class ShardedSource:
         self.scales = [1.0 / B for B in self.global_sizes]
         self.epochs_run = 0
 
+    def close(self) -> None:
+        """Stops the local source's reading ahead, where it reads ahead."""
+        close = getattr(self.local, "close", None)
+        if close is not None:
+            close()
+
     def run_epoch(self, net: Any, optimizer: Any, rng: np.random.Generator,
                   on_batch: Callable[[int], None] | None = None) -> float:
         """One global epoch; returns the mean loss over every row of every rank."""

@@ -369,6 +369,8 @@ def train(
     """Train on the batches of ``source`` (``ArraySource`` or any object with ``n_rows`` and
     ``epoch(rng)``; one that also has ``run_epoch(net, optimizer, rng, on_batch)`` runs its epochs
     itself and returns their mean loss) for ``epochs`` epochs (fewer when ``validate`` is given and stops improving).
+    A source with a ``close()`` has it called on the way out (a data-set source's reader stops
+    reading the next epoch ahead).
 
     ``validate()`` returns a score (higher is better) of the current parameters: with it, training
     stops once the score has not improved by ``tol`` for ``n_iter_no_change`` epochs, and the
@@ -453,6 +455,11 @@ def train(
             RuntimeWarning,
             stacklevel=3,
         )
+    finally:
+        # A source that reads ahead (bp_gpu.dataset_source) has begun the epoch after the last one.
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
     if best is not None:
         best.restore(state, keep_host=True)
     return interrupted

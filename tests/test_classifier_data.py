@@ -1,12 +1,15 @@
 """MLPClassifier on bp_gpu.data data sets (fit, partial_fit, predict, score, early stopping), the
 standardize parameter, and features too large for float32. Small files made in tmp_path."""
 
+import threading
+
 import numpy as np
 import pytest
 
 import bp_gpu
 import bp_gpu.data as bd
 from bp_gpu import MLPClassifier
+from bp_gpu.data.batches import THREAD_NAME
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -47,6 +50,8 @@ def test_fit_on_a_parquet_file_trains_reproducibly_and_predicts_like_the_arrays(
     X, y = _problem(rng)
     ds = _parquet(tmp_path / "d.parquet", X, y)
     a = MLPClassifier(**KW, standardize=True).fit(ds)
+    # the reader read the epoch after the last one ahead; fit stopped it on its way out
+    assert [t for t in threading.enumerate() if t.name == THREAD_NAME] == []
     b = MLPClassifier(**KW, standardize=True).fit(bd.open(tmp_path / "d.parquet", target="label"))
     _same_model(a, b)  # the same seed gives the same model, run to run
     assert list(a.classes_) == ["no", "yes"] and a.n_features_in_ == 4 and a.n_iter_ == 3

@@ -348,6 +348,140 @@ def test_a_new_epoch_closes_the_previous_one():
     assert _batch_threads() == []
 
 
+class _Gated(bd.Dataset):
+    """Ragged chunks of distinct rows whose reads can be shut: a read while shut fails."""
+
+    format = "test"
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.path, self.feature_names, self.target = "<gated>", ["a", "b"], "y"
+        self._sizes = np.asarray(sizes)
+        self._starts = np.concatenate([[0], np.cumsum(self._sizes)])
+        self.reads, self.open = 0, threading.Event()
+        self.open.set()
+
+    @property
+    def n_chunks(self):
+        return len(self._sizes)
+
+    def chunk_rows(self):
+        return self._sizes.copy()
+
+    def _read_chunk(self, i, dtype):
+        if not self.open.wait(2.0):
+            raise bd.DataError(f"<gated>: chunk {i} read while reads are shut")
+        self.reads += 1
+        r = np.arange(self._starts[i], self._starts[i + 1])
+        return bd.Chunk(np.column_stack([r, -r]).astype(dtype), r, int(self._starts[i]))
+
+    def _chunk_labels(self, i):
+        return np.arange(self._starts[i], self._starts[i + 1])
+
+    def shard(self, rank, world):
+        raise NotImplementedError
+
+
+def _reference_epochs(ds, seed, epochs, between=None):
+    """The batches of ``epochs`` one-epoch iterators that each draw from one generator: the order
+    the module docstring defines, without reading ahead."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(epochs):
+        out.append([(X.copy(), y.copy()) for X, y in ds.batches(7, rng=rng, shuffle_buffer=2)])
+        if between is not None:
+            between(rng)
+    return out
+
+
+def _reader_epochs(reader, seed, epochs, between=None, after_epoch=None):
+    rng, out = np.random.default_rng(seed), []
+    for e in range(epochs):
+        got = [(X[idx].copy(), Y[idx].copy()) for X, Y, idx in reader.epoch(rng)]
+        out.append(got)
+        if after_epoch is not None:
+            after_epoch(e)
+        if between is not None:
+            between(rng)
+    return out
+
+
+def _assert_same_epochs(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert [len(x) for x, _ in g] == [len(x) for x, _ in w]
+        for (gX, gy), (wX, wy) in zip(g, w):
+            np.testing.assert_array_equal(gX, wX)
+            np.testing.assert_array_equal(gy, wy)
+
+
+def test_reading_ahead_is_used_and_gives_the_documented_batches():
+    """With nothing else drawing from the generator, the next epoch's first buffer is read while
+    the last one is cut: the epoch then starts with reads shut (it needs none), and every epoch's
+    batches, ragged last ones included, are those of the documented order."""
+    from bp_gpu.data.batches import BatchReader
+
+    # 56 rows: buffers of 2 chunks (a full batch in each, so an epoch's first batch needs its
+    # first buffer only), batches of 7, rows carried between buffers
+    ds = _Gated([9, 4, 13, 5, 8, 11, 6])
+    want = _reference_epochs(ds, 3, 4)
+    ds.reads = 0
+    reader = BatchReader(ds, 7, shuffle_buffer=2, dtype=np.float64)
+    got = [[]]
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        it = reader.epoch(rng)
+        got[-1] = [(X[idx].copy(), Y[idx].copy()) for X, Y, idx in [next(it)]]
+        ds.open.set()  # the first batch came from what was read ahead; the rest may read
+        got[-1] += [(X[idx].copy(), Y[idx].copy()) for X, Y, idx in it]
+        for _ in range(500):  # until the thread has read the next epoch's first buffer
+            if ds.reads >= len(got) * 7 + 2:
+                break
+            time.sleep(0.01)
+        ds.open.clear()
+        got.append([])
+    got.pop()
+    ds.open.set()
+    reader.close()
+    _assert_same_epochs(got, want)
+
+
+def test_reading_ahead_is_dropped_when_the_generator_was_used_in_between():
+    """Another draw from the generator between epochs: what was read ahead is not the next
+    epoch; it is dropped and the epoch read from its start, in the documented order."""
+    from bp_gpu.data.batches import BatchReader
+
+    ds = _Gated([9, 4, 13, 1, 8, 11, 6])
+    draw = lambda rng: rng.integers(10)  # noqa: E731
+    want = _reference_epochs(ds, 5, 3, between=draw)
+    ds.reads = 0
+    reader = BatchReader(ds, 7, shuffle_buffer=2, dtype=np.float64)
+
+    def read_ahead_begun(e):
+        for _ in range(500):
+            if ds.reads > (e + 1) * 7:
+                return
+            time.sleep(0.01)
+
+    _assert_same_epochs(_reader_epochs(reader, 5, 3, between=draw, after_epoch=read_ahead_begun), want)
+    assert ds.reads > 3 * 7  # the dropped work was read again
+
+
+def test_a_finished_reader_stops_its_thread_when_closed_or_dropped():
+    from bp_gpu.data.batches import BatchReader
+
+    ds = _Gated([5] * 6)
+    reader = BatchReader(ds, 4, shuffle_buffer=2)
+    for _ in reader.epoch(np.random.default_rng(0)):
+        pass
+    assert len(_batch_threads()) == 1  # reading the next epoch ahead
+    reader.close()
+    assert _batch_threads() == []
+    for _ in reader.epoch(np.random.default_rng(0)):  # a closed reader starts again
+        pass
+    del reader
+    assert _batch_threads() == []
+
+
 def test_select_chunks_views_chunks_in_the_given_order():
     X = np.arange(40.0).reshape(20, 2)
     ds = bd.from_arrays(X, np.arange(20), chunk_rows=6)  # chunks of 6, 6, 6, 2 rows
