@@ -115,6 +115,24 @@ def write_large(d: str, gb: float) -> dict[str, str]:
 
 
 # -- measurements, each in a fresh process -------------------------------------------------------------
+def _source(mode: str, eng, paths: dict[str, str]):
+    """The W1 rows as the epoch loop's batch source: resident arrays, or a data set streamed."""
+    import numpy as np
+    from bp_gpu.bench.workloads import WORKLOADS, make_data
+
+    import bp_gpu.data as bd
+    from bp_gpu.classifier import LabelEncoder
+    from bp_gpu.dataset_source import DatasetSource
+    from bp_gpu.train import ArraySource
+
+    w = WORKLOADS["W1"]
+    if mode == "memory":
+        X, T = make_data(w)
+        return ArraySource(eng, X, T, w.batch, "device")
+    ds = bd.open(paths[mode], target=28 if mode == "npy" else "label")
+    return DatasetSource(eng, ds, w.batch, n_outputs=1, encode=LabelEncoder("binary", ds.labels(), np.float32))
+
+
 def child_throughput(modes: list[str], paths: dict[str, str], rounds: int, block: int) -> dict:
     """One process: a network per mode (the same initial weights) and rounds of training, each round
     a fit-like block of ``block`` consecutive epochs of every mode in turn (so slow and fast periods
@@ -124,14 +142,11 @@ def child_throughput(modes: list[str], paths: dict[str, str], rounds: int, block
     where the reader has read each epoch's first buffer ahead) and the median first epoch (what a
     fit pays once: the first buffer read before the first step)."""
     import numpy as np
-    from bp_gpu.bench.workloads import WORKLOADS, initial_weights, make_data
+    from bp_gpu.bench.workloads import WORKLOADS, initial_weights
 
     import bp_gpu
-    import bp_gpu.data as bd
-    from bp_gpu.classifier import LabelEncoder
-    from bp_gpu.dataset_source import DatasetSource
     from bp_gpu.optim import SGD
-    from bp_gpu.train import ArraySource, run_epoch
+    from bp_gpu.train import run_epoch
 
     w = WORKLOADS["W1"]
     weights = initial_weights(w)
@@ -141,13 +156,7 @@ def child_throughput(modes: list[str], paths: dict[str, str], rounds: int, block
         net.set_weights(weights)
         eng = net._engine
         eng.ensure_capacity(w.batch)
-        if mode == "memory":
-            X, T = make_data(w)
-            source = ArraySource(eng, X, T, w.batch, "device")
-        else:
-            ds = bd.open(paths[mode], target=28 if mode == "npy" else "label")
-            source = DatasetSource(eng, ds, w.batch, n_outputs=1,
-                                   encode=LabelEncoder("binary", ds.labels(), np.float32))
+        source = _source(mode, eng, paths)
         runs[mode] = (net, SGD(net, 0.1), source, np.random.default_rng(0), [], [])
     for _ in range(rounds + 1):
         for mode in modes:
@@ -184,25 +193,15 @@ def child_reader(modes: list[str], paths: dict[str, str], epochs: int) -> dict:
     import resource
 
     import numpy as np
-    from bp_gpu.bench.workloads import WORKLOADS, make_data
+    from bp_gpu.bench.workloads import WORKLOADS
 
     import bp_gpu
-    import bp_gpu.data as bd
-    from bp_gpu.classifier import LabelEncoder
-    from bp_gpu.dataset_source import DatasetSource
-    from bp_gpu.train import ArraySource
 
     w = WORKLOADS["W1"]
     eng = bp_gpu.MLP(w.sizes, dtype="float32", backend="cpu")._engine
     out: dict = {"load": os.getloadavg(), "modes": {}}
     for mode in modes:
-        if mode == "memory":
-            X, T = make_data(w)
-            source = ArraySource(eng, X, T, w.batch, "device")
-        else:
-            ds = bd.open(paths[mode], target=28 if mode == "npy" else "label")
-            source = DatasetSource(eng, ds, w.batch, n_outputs=1,
-                                   encode=LabelEncoder("binary", ds.labels(), np.float32))
+        source = _source(mode, eng, paths)
         rng, cpu, wall = np.random.default_rng(0), [], []
         for _ in range(epochs + 1):
             r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

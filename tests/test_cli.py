@@ -363,3 +363,4 @@ def test_resume_applies_the_options_that_may_change(tmp_path, table):
     resumed = bp_gpu.load(tmp_path / "r.npz")
     assert (resumed.learning_rate, resumed.batch_size, resumed.weight_decay) == (0.05, 8, 0.001)
     assert resumed.n_iter_ == 3 and resumed._optimizer.learning_rate.peak == 0.05
+    assert resumed.epochs == 3  # the total it was trained to, not the first run's 2

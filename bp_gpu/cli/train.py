@@ -194,7 +194,8 @@ def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
     """Check the options given with ``--resume`` against the loaded model ``clf``: those its saved
     state decides (architecture, optimizer, dtype, seed, standardisation) must agree with it, early stopping cannot
     apply (``partial_fit`` never stops early); the ones that may change between ``partial_fit``
-    calls are set on ``clf``. Returns them as ``--option value`` strings; raises UsageError."""
+    calls are set on ``clf``, and its ``epochs`` to ``--epochs``, the total to train to. Returns the
+    changed options as ``--option value`` strings; raises UsageError."""
     for dest in ("early_stopping", "validation_fraction"):
         if dest in args.given:
             raise UsageError(
@@ -216,6 +217,8 @@ def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
             applied.append(f"--{dest.replace('_', '-')} {getattr(args, dest)}")
             if dest != "backend":  # the backend was applied by load
                 clf.set_params(**{dest: getattr(args, dest)})
+    # --epochs is the total the resumed run trains to: the saved model then says how it was trained.
+    clf.set_params(epochs=args.epochs)
     return applied
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import DataError, check_finite
+from .dataset import DataError, Dataset, check_finite, split_range
 
 
 def pyarrow(fmt: str) -> Any:
@@ -102,3 +102,29 @@ def labels(col: Any, where: Callable[[int], str]) -> np.ndarray:
     if pa.types.is_decimal(col.type):
         col = pc.cast(col, pa.float64())
     return col.to_numpy(zero_copy_only=False)
+
+
+class ChunkRange(Dataset):
+    """Chunks ``[lo, hi)`` of a file opened once and shared by its shards: an Arrow-backed source
+    (``path``, ``feature_names``, ``target``, ``where(chunk, row, column)``) read a chunk at a time.
+    Subclasses read the chunks."""
+
+    def __init__(self, source: Any, lo: int, hi: int) -> None:
+        super().__init__()
+        self._src, self._lo, self._hi = source, lo, hi
+        self.path, self.feature_names, self.target = source.path, source.feature_names, source.target
+
+    @property
+    def n_chunks(self) -> int:
+        return self._hi - self._lo
+
+    @property
+    def named_columns(self) -> bool:
+        return True
+
+    def _labels(self, c: int, col: Any) -> np.ndarray:
+        return labels(col, lambda r: self._src.where(c, r, self.target))
+
+    def shard(self, rank: int, world: int) -> ChunkRange:
+        lo, hi = split_range(self.n_chunks, rank, world)
+        return type(self)(self._src, self._lo + lo, self._lo + hi)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrow
-from .dataset import Chunk, DataError, Dataset, release_pages, resolve_columns, split_range
+from .dataset import Chunk, DataError, release_pages, resolve_columns
 
 
 class _Source:
@@ -72,23 +72,10 @@ class _Source:
             pass
 
 
-class ArrowDataset(Dataset):
+class ArrowDataset(_arrow.ChunkRange):
     """An Arrow IPC (Feather v2) file; see the module docstring."""
 
     format = "arrow"
-
-    def __init__(self, source: _Source, lo: int, hi: int) -> None:
-        super().__init__()
-        self._src, self._lo, self._hi = source, lo, hi
-        self.path, self.feature_names, self.target = source.path, source.feature_names, source.target
-
-    @property
-    def n_chunks(self) -> int:
-        return self._hi - self._lo
-
-    @property
-    def named_columns(self) -> bool:
-        return True
 
     def chunk_rows(self) -> np.ndarray:
         return self._src.rows[self._lo:self._hi].copy()
@@ -106,18 +93,12 @@ class ArrowDataset(Dataset):
         self._src.release()
         return Chunk(X, y, int(self._src.starts[b]))
 
-    def _labels(self, b: int, col: Any) -> np.ndarray:
-        return _arrow.labels(col, lambda r: self._src.where(b, r, self.target))
-
     def _chunk_labels(self, i: int) -> np.ndarray:
         b = self._lo + i
         y = self._labels(b, self._src.batch(b).column(self.target))
         self._src.release()
         return y
 
-    def shard(self, rank: int, world: int) -> ArrowDataset:
-        lo, hi = split_range(self.n_chunks, rank, world)
-        return ArrowDataset(self._src, self._lo + lo, self._lo + hi)
 
     def close(self) -> None:
         self._src.close()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrow
-from .dataset import Chunk, DataError, Dataset, resolve_columns, split_range
+from .dataset import Chunk, DataError, resolve_columns
 
 
 def list_files(path: str) -> list[str]:
@@ -110,23 +110,10 @@ class _Source:
         return f"{self.files[fi]}: {place}, column {column!r}"
 
 
-class ParquetDataset(Dataset):
+class ParquetDataset(_arrow.ChunkRange):
     """A Parquet file or directory; see the module docstring."""
 
     format = "parquet"
-
-    def __init__(self, source: _Source, lo: int, hi: int) -> None:
-        super().__init__()
-        self._src, self._lo, self._hi = source, lo, hi
-        self.path, self.feature_names, self.target = source.path, source.feature_names, source.target
-
-    @property
-    def n_chunks(self) -> int:
-        return self._hi - self._lo
-
-    @property
-    def named_columns(self) -> bool:
-        return True
 
     def chunk_rows(self) -> np.ndarray:
         return np.array([c[3] for c in self._src.chunks[self._lo:self._hi]], dtype=np.int64)
@@ -144,16 +131,10 @@ class ParquetDataset(Dataset):
         y = None if self.target is None else self._labels(c, table.column(self.target))
         return Chunk(X, y, self._src.chunks[c][2])
 
-    def _labels(self, c: int, col: Any) -> np.ndarray:
-        return _arrow.labels(col, lambda r: self._src.where(c, r, self.target))
-
     def _chunk_labels(self, i: int) -> np.ndarray:
         c = self._lo + i
         return self._labels(c, self._src.read(c, [self.target]).column(self.target))
 
-    def shard(self, rank: int, world: int) -> ParquetDataset:
-        lo, hi = split_range(self.n_chunks, rank, world)
-        return ParquetDataset(self._src, self._lo + lo, self._lo + hi)
 
 
 def open_parquet(
