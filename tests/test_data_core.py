@@ -466,6 +466,15 @@ def test_reading_ahead_is_dropped_when_the_generator_was_used_in_between():
     assert ds.reads > 3 * 7  # the dropped work was read again
 
 
+def test_a_data_set_of_no_chunks_gives_empty_epochs_and_reads_nothing_ahead():
+    from bp_gpu.data.batches import BatchReader
+
+    reader = BatchReader(_Gated([]), 4)
+    rng = np.random.default_rng(0)
+    assert list(reader.epoch(rng)) == [] and list(reader.epoch(rng)) == []
+    assert _batch_threads() == []  # nothing to read ahead: the thread ended with the epoch
+
+
 def test_a_finished_reader_stops_its_thread_when_closed_or_dropped():
     from bp_gpu.data.batches import BatchReader
 

@@ -118,6 +118,7 @@ class _Stream:
         for e in self.free:
             e.set()
         self.stop = threading.Event()
+        self.reads_ahead = ahead is not None
         self.between_epochs = False  # the last epoch handed out was read to its end
         # The thread gets the queue, the flags and the fill, never the reader or the consumer's
         # generator: dropping either's last reference is then seen at once (and stops it).
@@ -197,8 +198,10 @@ class BatchReader:
                 stream = None
         if stream is None:
             self._allocate()
-            stream = self._stream[0] = _Stream(_Fill(self), order, seed,
-                                               copy.deepcopy(rng) if self.read_ahead else None)
+            # Not for a data set of no chunks: its epochs hold no buffer, so nothing would hold the
+            # thread back from drawing epoch after epoch.
+            ahead = copy.deepcopy(rng) if self.read_ahead and self.dataset.n_chunks else None
+            stream = self._stream[0] = _Stream(_Fill(self), order, seed, ahead)
             head = stream.q.get()
         stream.between_epochs = False
         epoch = self._consume(stream)
@@ -228,7 +231,7 @@ class BatchReader:
                     yield X, Y, idx
                 stream.free[b].set()
         finally:
-            if not (stream.between_epochs and self.read_ahead):
+            if not (stream.between_epochs and stream.reads_ahead):
                 _stop_stream(self._stream)
 
     def _allocate(self) -> None:
