@@ -4,5 +4,9 @@
 # before numba.cuda is imported, and it replaces the real CUDA target for the whole process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pytest -q "$@"
-NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/sim "$@"
+# The interpreter by an absolute path: with a relative PATH entry (PATH=.venv/bin:$PATH) Python's
+# sys.executable is relative too, and the tests that start it from another directory would miss it.
+py=$(command -v python)
+case "$py" in /*) ;; *) py="$PWD/$py" ;; esac
+"$py" -m pytest -q "$@"
+NUMBA_ENABLE_CUDASIM=1 "$py" -m pytest -q tests/sim "$@"
