@@ -43,14 +43,6 @@ def make_csv(path: str, rows: int, features: int = 28, seed: int = 0) -> None:
             np.savetxt(f, block, delimiter=",", fmt=["%.8g"] * features + ["%d"])
 
 
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def child(mode: str, path: str) -> None:
     """One measurement, in this (fresh) process; prints one JSON line."""
     import numpy as np
@@ -70,13 +62,15 @@ def child(mode: str, path: str) -> None:
             ds = bd.open(path, target="label")
             return ds.read_all() if mode == "new-read_all" else ds.stats()
 
-    base = _status_kb("VmRSS")
+    from bp_gpu.bench.worker import status_kb
+
+    base = status_kb("VmRSS")
     t0 = time.perf_counter()
     out = run()
     seconds = time.perf_counter() - t0
     shape = list(out[0].shape)
-    print(json.dumps({"mode": mode, "seconds": seconds, "peak_mb": _status_kb("VmHWM") / 1024,
-                      "above_imports_mb": (_status_kb("VmHWM") - base) / 1024, "result_shape": shape,
+    print(json.dumps({"mode": mode, "seconds": seconds, "peak_mb": status_kb("VmHWM") / 1024,
+                      "above_imports_mb": (status_kb("VmHWM") - base) / 1024, "result_shape": shape,
                       "checksum": float(np.asarray(out[0], dtype=np.float64).sum())}))
 
 

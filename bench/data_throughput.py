@@ -52,14 +52,6 @@ ROW_GROUP = 32_768
 NAMES = [f"x{k}" for k in range(28)] + ["label"]
 
 
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def _w1():
     from bp_gpu.bench.workloads import WORKLOADS, initial_weights, make_data
 
@@ -216,12 +208,13 @@ def child_reader(modes: list[str], paths: dict[str, str], epochs: int) -> dict:
 
 def child_large(mode: str, path: str) -> dict:
     import numpy as np
+    from bp_gpu.bench.worker import status_kb
 
     import bp_gpu
     import bp_gpu.data as bd
 
     ds = bd.open(path, target=28 if mode == "npy" else "label")
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     clf = bp_gpu.MLPClassifier((64, 64), batch_size=1024, epochs=1, optimizer="sgd", learning_rate=0.1, random_state=0,
                                backend="cpu")
     t0 = time.perf_counter()
@@ -229,7 +222,7 @@ def child_large(mode: str, path: str) -> dict:
     seconds = time.perf_counter() - t0
     return {"mode": f"large-{mode}", "file_gb": os.path.getsize(path) / 1e9, "rows": ds.n_rows,
             "fit_s": seconds, "samples_per_s": ds.n_rows / seconds, "loss": clf.loss_curve_[-1],
-            "rss_after_imports_mb": rss0 / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024,
+            "rss_after_imports_mb": rss0 / 1024, "peak_rss_mb": status_kb("VmHWM") / 1024,
             "classes": np.asarray(clf.classes_).tolist()}
 
 

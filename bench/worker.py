@@ -15,7 +15,8 @@ import sys
 import time
 
 
-def _status_kb(field: str) -> int | None:
+def status_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (``VmHWM``, ``VmRSS``), or None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -77,12 +78,12 @@ def measure(peer_name: str, workload: str, threads: int) -> dict:
     out["build_s"] = time.perf_counter() - t0
     out["warmup_s"] = peer.warmup()  # JIT / torch.compile / cache loads happen here
     peer.reset()
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     tracked = _reset_peak()
     t0 = time.perf_counter()
     loss = peer.epoch()
     out["epoch_s"] = time.perf_counter() - t0
-    hwm = _status_kb("VmHWM")
+    hwm = status_kb("VmHWM")
     out["loss"] = loss
     out["peak_rss_mb"] = None if hwm is None else hwm / 1024
     out["epoch_extra_mb"] = (hwm - rss0) / 1024 if tracked and hwm and rss0 else None
