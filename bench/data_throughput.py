@@ -113,8 +113,8 @@ def _source(mode: str, eng, paths: dict[str, str]):
     from bp_gpu.bench.workloads import WORKLOADS, make_data
 
     import bp_gpu.data as bd
-    from bp_gpu.classifier import LabelEncoder
     from bp_gpu.dataset_source import DatasetSource
+    from bp_gpu.labels import LabelEncoder
     from bp_gpu.train import ArraySource
 
     w = WORKLOADS["W1"]

@@ -84,13 +84,14 @@ def measure(workload: str, repeats: int) -> dict[str, Any] | None:
         return None
     # An epoch ends when its slowest process ends: per repeat the largest time over the ranks.
     epoch_s = [max(t[0][i] for t in times) for i in range(repeats)]
-    reduce_per_step = [statistics.mean(t[1][i] for t in times) / source.steps for i in range(repeats)]
+    steps = source.steps_per_epoch
+    reduce_per_step = [statistics.mean(t[1][i] for t in times) / steps for i in range(repeats)]
     med = statistics.median(epoch_s)
     return {
         "workload": workload, "ranks": group.size, "threads_per_rank": int(os.environ.get("OMP_NUM_THREADS", 0)),
-        "epoch_s": epoch_s, "median_s": med, "samples_per_s": w.samples / med, "steps": source.steps,
-        "step_ms": med / source.steps * 1e3, "allreduce_ms_per_step": statistics.median(reduce_per_step) * 1e3,
-        "allreduce_share": statistics.median(reduce_per_step) / (med / source.steps),
+        "epoch_s": epoch_s, "median_s": med, "samples_per_s": w.samples / med, "steps": steps,
+        "step_ms": med / steps * 1e3, "allreduce_ms_per_step": statistics.median(reduce_per_step) * 1e3,
+        "allreduce_share": statistics.median(reduce_per_step) / (med / steps),
         "allreduce_alone_ms": statistics.median(alone) * 1e3, "params": net.n_params,
         "grad_MB": net.n_params * 4 / 1e6, "warmup_s": warmup, "loss": losses[-1],
     }

@@ -4,10 +4,9 @@ The math is in ``docs/math.md`` of the repository; ``bp_gpu.reference`` is it in
 """
 
 from ._validate import to_numpy
+from ._version import __version__
 from .backends import BackendUnavailableError, available_backends
 from .mlp import MLP
-
-__version__ = "0.1.0"
 
 __all__ = ["MLP", "MLPClassifier", "BackendUnavailableError", "available_backends", "load", "to_numpy",
            "__version__"]
@@ -21,7 +20,7 @@ def __getattr__(name: str):
 
         return MLPClassifier
     if name == "load":
-        from .persistence import load
+        from .classifier import load
 
         return load
     raise AttributeError(f"module 'bp_gpu' has no attribute {name!r}")

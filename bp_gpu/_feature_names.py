@@ -41,21 +41,19 @@ def _listed(names: list[str]) -> str:
     return "".join(shown) + ("- ...\n" if len(names) > 5 else "")
 
 
-def check_feature_names(estimator: Any, X: Any) -> None:
-    """Check the names of ``X`` against ``estimator.feature_names_in_`` (the names seen by ``fit``):
-    a ValueError listing the unseen and missing names, or saying the order differs; a UserWarning
-    when only one of the two has names."""
-    fitted = getattr(estimator, "feature_names_in_", None)
+def check_feature_names(fitted: np.ndarray | None, X: Any, owner: str = "MLPClassifier") -> None:
+    """Check the names of ``X`` against ``fitted``, the names ``owner`` saw at ``fit`` (its
+    ``feature_names_in_``, or None): a ValueError listing the unseen and missing names, or saying the
+    order differs; a UserWarning when only one of the two has names."""
     given = feature_names(X)
-    cls = type(estimator).__name__
     if fitted is None and given is None:
         return
     if fitted is None:
-        warnings.warn(f"X has feature names, but {cls} was fitted without feature names", UserWarning, stacklevel=3)
+        warnings.warn(f"X has feature names, but {owner} was fitted without feature names", UserWarning, stacklevel=3)
         return
     if given is None:
         warnings.warn(
-            f"X does not have valid feature names, but {cls} was fitted with feature names", UserWarning, stacklevel=3
+            f"X does not have valid feature names, but {owner} was fitted with feature names", UserWarning, stacklevel=3
         )
         return
     if len(fitted) == len(given) and np.all(fitted == given):

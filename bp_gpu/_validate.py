@@ -140,6 +140,17 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
     return out
 
 
+def narrowed(X: Any, dtype: np.dtype, xp: Any, name: str = "X") -> Any:
+    """X, already checked (``check_features``: 2-D, finite), as a C-contiguous array of ``dtype`` in
+    ``xp``, converted once; an entry too large for ``dtype`` is an error, as in ``check_features``."""
+    if not (X.dtype.kind == "f" and X.dtype.itemsize > np.dtype(dtype).itemsize):
+        return _in_backend(X, xp, dtype)
+    with np.errstate(over="ignore"):  # an overflow is reported below, by entry
+        out = _in_backend(X, xp, dtype)
+    _check_fits(X, out, name)
+    return out
+
+
 def _check_fits(X: Any, out: Any, name: str) -> None:
     """After narrowing finite X to ``out.dtype``: an entry that became inf did not fit. Said so before
     training, instead of a loss that diverges at the first step."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-import numpy as np
-
 BACKENDS = ("cpu", "cuda")
 
 
@@ -72,16 +70,3 @@ def resolve_backend(backend: str) -> str:
         if not ok:
             raise BackendUnavailableError(f"backend='cuda' is not usable: {why}. Use backend='cpu' or 'auto'.")
     return backend
-
-
-def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype):
-    """A fresh ``Engine`` for an already resolved backend name."""
-    from .engine import Engine
-
-    if backend == "cpu":
-        from .cpu_backend import CPU_STEPS
-
-        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu")
-    from .cuda_host import make_cuda_engine
-
-    return make_cuda_engine(layer_sizes, dtype)

@@ -17,21 +17,24 @@ so training, prediction and save/load need only NumPy.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import math
 import numbers
+import os
 import warnings
 from typing import Any
 
 import numpy as np
 
-from . import _validate as V
-from ._feature_names import check_feature_names, feature_names
-from .data.arrays import from_arrays
+from . import persistence
+from ._feature_names import check_feature_names
 from .data.dataset import Dataset
-from .mlp import DTYPES, MLP
-from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
-from .train import ArraySource, Snapshot, TrainingMonitor, TrainState, train
+from .group import LocalGroup
+from .inputs import check_dataset_features, check_X, chunk_proba, on_device
+from .labels import MULTILABEL, check_labels_against, predictions, probabilities, raw_proba
+from .pipeline import run
+from .train import TrainingMonitor
+from .trained import TrainedModel
 
 
 class _EstimatorBase:
@@ -70,130 +73,14 @@ class _EstimatorBase:
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
-    from sklearn.exceptions import DataConversionWarning, NotFittedError
+    from sklearn.exceptions import NotFittedError
 
     _BASES: tuple[type, ...] = (ClassifierMixin, BaseEstimator)
 except ImportError:  # scikit-learn is optional (the `train` extra): see the module docstring
     _BASES = (_EstimatorBase,)
 
-    class DataConversionWarning(UserWarning):  # type: ignore[no-redef]
-        """Input converted to the expected shape (as scikit-learn's warning of the same name)."""
-
     class NotFittedError(ValueError, AttributeError):  # type: ignore[no-redef]
         """The estimator is used before ``fit`` (as scikit-learn's error of the same name)."""
-
-
-BINARY, MULTICLASS, MULTILABEL = "binary", "multiclass", "multilabel"
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lamb")
-LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
-
-
-def _real(
-    name: str,
-    value: Any,
-    low: float,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    lo_ok = value > low if low_open else value >= low
-    hi_ok = value < high if high_open else value <= high
-    if not (math.isfinite(value) and lo_ok and hi_ok):
-        lb, hb = ("(" if low_open else "["), (")" if high_open else "]")
-        hi = "inf" if high == math.inf else f"{high:g}"
-        raise ValueError(f"{name} must be finite and in {lb}{low:g}, {hi}{hb}; got {value!r}")
-    return float(value)
-
-
-class Standardizer:
-    """``x -> (x - mean) / std`` per feature, the ``standardize=True`` preprocessing.
-
-    ``mean``/``std`` are float64 (d,) from one streaming pass over the training rows (``Moments``);
-    the arithmetic runs in the model's dtype, subtract then divide, as the ONNX export's ``Sub`` and
-    ``Div`` nodes do, so bp_gpu and ONNX Runtime feed the network the same values.
-
-    Training applies it to the data, not to the weights. Folding it into the first layer
-    (``W' = W / std``, ``b' = b - W' mean``) would give the same forward pass but a different
-    parametrisation: the gradient with respect to ``W'`` is the one of ``W`` scaled by ``1 / std``
-    per input, so every step (and SGD most of all) would move differently from training on
-    standardised data. Applied per chunk as the rows are read (for a data set, in the reader's
-    thread) the optimizer sees exactly what it would see on data standardised beforehand.
-    """
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray, dtype: np.dtype) -> None:
-        self.mean64, self.std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-        self.mean, self.std = self.mean64.astype(dtype), self.std64.astype(dtype)
-        self._device: dict[Any, tuple[Any, Any]] = {}
-
-    def transform(self, X: np.ndarray) -> None:
-        """In place on a host array of the model's dtype (a chunk the reader owns)."""
-        np.subtract(X, self.mean, out=X)
-        np.divide(X, self.std, out=X)
-
-    def apply(self, X: Any) -> Any:
-        """A new standardised array, in X's array module (NumPy or CuPy)."""
-        xp = V.array_module(X)
-        if xp is np:
-            return (X - self.mean) / self.std
-        key = id(xp)
-        if key not in self._device:
-            self._device[key] = (xp.asarray(self.mean), xp.asarray(self.std))
-        mean, std = self._device[key]
-        return (X - mean) / std
-
-
-class LabelEncoder:
-    """Raw labels of a data set's rows -> the network's 0/1 targets (rows, n_outputs) of ``dtype``.
-    Every label is known to be one of ``classes`` (checked before training, from ``labels()``)."""
-
-    def __init__(self, kind: str, classes: np.ndarray, dtype: np.dtype) -> None:
-        self.kind, self.classes, self.dtype = kind, classes, np.dtype(dtype)
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        if self.kind == MULTILABEL:
-            return np.asarray(y, dtype=self.dtype).reshape(len(y), -1)
-        y = np.asarray(y).reshape(len(y))
-        if self.kind == BINARY:
-            return (y == self.classes[1]).astype(self.dtype)[:, None]
-        T = np.zeros((len(y), len(self.classes)), self.dtype)
-        T[np.arange(len(y)), np.searchsorted(self.classes, y)] = 1
-        return T
-
-
-def _label_family(a: np.ndarray) -> str:
-    return "text" if a.dtype.kind in "USO" else "numbers"
-
-
-def check_labels_against(labels: np.ndarray, classes: np.ndarray, what: str) -> np.ndarray:
-    """The labels of ``labels`` that are not among ``classes`` (an error when the two cannot be
-    compared at all: text against numbers)."""
-    if len(labels) and _label_family(labels) != _label_family(classes):
-        shown = classes.tolist() if len(classes) <= 10 else classes[:10].tolist() + ["..."]
-        raise ValueError(f"{what} are {_label_family(labels)} ({labels[:3].tolist()!r}...) but the model's classes "
-                         f"are {_label_family(classes)} ({shown!r}); they cannot be compared")
-    return labels[~np.isin(labels, classes)]
-
-
-def make_optimizer(name: str, net: MLP, learning_rate: float | Schedule, momentum: float,
-                   weight_decay: float) -> Optimizer:
-    """The ``bp_gpu.optim`` optimizer an ``optimizer=`` name stands for (``momentum`` only for
-    "momentum")."""
-    if name == "sgd":
-        return SGD(net, learning_rate, weight_decay=weight_decay)
-    if name == "momentum":
-        return SGD(net, learning_rate, momentum=momentum, weight_decay=weight_decay)
-    return {"adam": Adam, "adamw": AdamW, "lamb": LAMB}[name](net, learning_rate, weight_decay=weight_decay)
-
-
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {value!r}")
-    return int(value)
 
 
 class MLPClassifier(*_BASES):  # type: ignore[misc]
@@ -274,7 +161,9 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         Data-parallel training over the processes of ``MPI.COMM_WORLD`` (run under ``mpiexec``; needs
         ``pip install 'bp_gpu[mpi]'``): every process passes its own rows to ``fit``, ``batch_size``
         is per process, and each step is the mean gradient over every process's batch (see
-        ``bp_gpu.distributed``). A single process trains as without it.
+        ``bp_gpu.distributed``). A single process trains as without it. ``save`` stays a local call
+        that never waits on the other processes: ``if rank == 0: clf.save(path)`` (PyTorch DDP's and
+        Horovod's idiom) writes a file that resumes the whole job.
 
     Attributes
     ----------
@@ -347,242 +236,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         tags.classifier_tags.multi_label = True
         return tags
 
-    # -- parameter and input checks ----------------------------------------------------------
-    def _checked_params(self) -> dict[str, Any]:
-        """Every constructor argument validated and normalised; raises naming the bad one."""
-        h = self.hidden_layer_sizes
-        if isinstance(h, numbers.Integral) and not isinstance(h, bool):
-            h = (h,)
-        if isinstance(h, (str, bytes)) or not hasattr(h, "__iter__"):
-            raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints; got {h!r}")
-        hidden = tuple(_int(f"hidden_layer_sizes[{k}]", n, 1) for k, n in enumerate(h))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}; got {self.optimizer!r}"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {', '.join(map(repr, LR_SCHEDULES))}; got {self.lr_schedule!r}"
-            )
-        if isinstance(self.positive_class, bool) or self.positive_class not in (0, 1):
-            raise ValueError(f"positive_class must be 0 or 1; got {self.positive_class!r}")
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            dtype = None
-        if dtype is None or dtype.name not in DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
-        if self.backend not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"backend must be one of 'auto', 'cpu', 'cuda'; got {self.backend!r}")
-        rs = self.random_state
-        if self.seed is not None:
-            if rs is not None:
-                raise ValueError("seed is a deprecated alias of random_state; give random_state only")
-            _int("seed", self.seed, 0)
-        if not (rs is None or isinstance(rs, (np.random.Generator, np.random.RandomState))
-                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and rs >= 0)):
-            raise ValueError(
-                "random_state must be None, an int >= 0, a numpy.random.Generator or a "
-                f"numpy.random.RandomState; got {rs!r}"
-            )
-        for name in ("early_stopping", "verbose", "standardize", "distributed"):
-            if not isinstance(getattr(self, name), (bool, np.bool_, numbers.Integral)):
-                raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
-        return {
-            "hidden": hidden,
-            "learning_rate": _real("learning_rate", self.learning_rate, 0.0, low_open=True),
-            "warmup_epochs": _real("warmup_epochs", self.warmup_epochs, 0.0),
-            "final_learning_rate": _real("final_learning_rate", self.final_learning_rate, 0.0),
-            "momentum": _real("momentum", self.momentum, 0.0, 1.0, high_open=True),
-            "batch_size": _int("batch_size", self.batch_size, 1),
-            "epochs": _int("epochs", self.epochs, 1),
-            "weight_decay": _real("weight_decay", self.weight_decay, 0.0),
-            "validation_fraction": _real(
-                "validation_fraction",
-                self.validation_fraction,
-                0.0,
-                1.0,
-                low_open=True,
-                high_open=True,
-            ),
-            "n_iter_no_change": _int("n_iter_no_change", self.n_iter_no_change, 1),
-            "tol": _real("tol", self.tol, 0.0),
-            "dtype": dtype,
-        }
-
-    @staticmethod
-    def _host_X(X: Any, n_features: int | None = None) -> Any:
-        """X as a 2-D finite float array (a CuPy array stays on the device); with ``n_features``
-        (a fitted model) its width must match. Messages follow scikit-learn's where it has one."""
-        if type(X).__module__.startswith("scipy.sparse"):
-            raise TypeError(
-                "sparse input is not supported: MLPClassifier needs dense X "
-                "(convert with X.toarray() if it fits in memory)"
-            )
-        if hasattr(X, "iloc"):  # a pandas DataFrame: its values (the caller checked the names)
-            X = X.to_numpy()
-        if V.array_module(X) is np:
-            X = np.asarray(X)
-            if X.dtype.kind == "c":
-                raise ValueError("Complex data not supported: X must be real")
-            if X.dtype.kind in "OUS":
-                X = X.astype(np.float64)  # a non-number raises numpy's own precise message
-        if X.ndim != 2:
-            raise ValueError(
-                f"Expected 2-D X (n_samples, n_features), got {X.ndim}-D with shape "
-                f"{X.shape}. Reshape your data: X.reshape(-1, 1) if it holds one "
-                "feature, X.reshape(1, -1) if it holds one sample."
-            )
-        if X.shape[1] == 0:
-            raise ValueError(
-                f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
-            )
-        if n_features is not None and X.shape[1] != n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but MLPClassifier is expecting {n_features} "
-                "features as input."
-            )
-        dtype = X.dtype if X.dtype.kind == "f" else np.float64
-        return V.check_features(X, X.shape[1], dtype, V.array_module(X))
-
-    @staticmethod
-    def _encode(
-        y: Any, n_rows: int, classes: np.ndarray | None = None
-    ) -> tuple[str, np.ndarray, np.ndarray]:
-        """(kind, classes, T (n, n_outputs) of 0/1 float64) from labels or an indicator matrix."""
-        if y is None:
-            raise ValueError("MLPClassifier requires y to be passed, but the target y is None")
-        if hasattr(y, "iloc"):
-            y = y.to_numpy()
-        y = V.to_numpy(y) if V.array_module(y) is not np else np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected; using y.ravel()",
-                DataConversionWarning,
-                stacklevel=3,
-            )
-            y = y.ravel()
-        if y.ndim not in (1, 2):
-            raise ValueError(
-                f"y must be 1-D labels or a 2-D 0/1 indicator matrix; got shape {y.shape}"
-            )
-        if y.shape[0] != n_rows:
-            raise ValueError(f"y has {y.shape[0]} rows but X has {n_rows}; they must match")
-        if y.ndim == 2:
-            Y = V._numeric(y, "y")
-            V._check_finite(Y, "y")
-            bad = (Y != 0) & (Y != 1)
-            if bad.any():
-                i, j = V._first_bad(bad)
-                raise ValueError(
-                    f"y[{i}, {j}] = {Y[i, j].item()!r}; a 2-D y is a multi-label indicator matrix "
-                    "and must hold only 0 and 1"
-                )
-            K = Y.shape[1]
-            if classes is not None and len(classes) != K:
-                raise ValueError(
-                    f"y has {K} label columns but the model was fitted with {len(classes)}"
-                )
-            return MULTILABEL, np.arange(K), Y.astype(np.float64)
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            i = int(np.flatnonzero(~np.isfinite(y))[0])
-            raise ValueError(f"y[{i}] is {y[i]}; labels must be finite")
-        if y.dtype.kind == "f" and (y != np.round(y)).any():
-            i = int(np.flatnonzero(y != np.round(y))[0])
-            raise ValueError(
-                f"Unknown label type: continuous (y[{i}] = {y[i].item()!r}); a classifier needs "
-                "discrete labels"
-            )
-        if classes is None:
-            try:
-                classes = np.unique(y)
-            except TypeError as exc:
-                raise TypeError(
-                    f"y mixes label types that cannot be ordered ({exc}); use one type"
-                ) from None
-            if len(classes) < 2:
-                raise ValueError(
-                    f"y has only one class ({classes[0].item()!r}); a classifier needs at least two"
-                )
-        unknown = ~np.isin(y, classes)
-        if unknown.any():
-            i = int(np.flatnonzero(unknown)[0])
-            raise ValueError(
-                f"y[{i}] = {y[i].item()!r} is not one of the classes {classes.tolist()!r}"
-            )
-        index = np.searchsorted(classes, y)  # (n,) class index of each row
-        if len(classes) == 2:
-            return BINARY, classes, (index == 1).astype(np.float64)[:, None]
-        return MULTICLASS, classes, np.eye(len(classes))[index]
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "net_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
-                "arguments before using this estimator."
-            )
-
-    # -- training ------------------------------------------------------------------------------
-    def _fresh(
-        self, p: dict[str, Any], n_features: int, n_outputs: int
-    ) -> tuple[MLP, TrainState, np.random.Generator]:
-        """A new network and loop state from ``random_state``, and the early-stopping split's
-        generator: three independent streams, so each is the same whatever the others draw."""
-        init_seq, shuffle_seq, split_seq = self._seed_sequence().spawn(3)
-        net = MLP(
-            [n_features, *p["hidden"], n_outputs],
-            positive_class=int(self.positive_class),
-            dtype=p["dtype"],
-            backend=self.backend,
-            seed=np.random.default_rng(init_seq),
-        )
-        state = TrainState(rng=np.random.default_rng(shuffle_seq))
-        return net, state, np.random.default_rng(split_seq)
-
-    def _seed_sequence(self) -> np.random.SeedSequence:
-        """The root of a new model's randomness (see ``random_state``); draws from an instance."""
-        source = self.random_state
-        if self.seed is not None:
-            warnings.warn(
-                "MLPClassifier(seed=...) is deprecated and will be removed in the next release; use "
-                "random_state=... (the same int gives the same model)",
-                FutureWarning,
-                stacklevel=4,
-            )
-            source = self.seed
-        if isinstance(source, numbers.Integral):
-            return np.random.SeedSequence(int(source))
-        # scikit-learn's check_random_state(None) is NumPy's global RandomState, which np.random.*
-        # draws from (sklearn/utils/validation.py).
-        if source is None:
-            words = np.random.randint(0, 2**32, size=4, dtype=np.uint32)
-        elif isinstance(source, np.random.Generator):
-            words = source.integers(0, 2**32, size=4, dtype=np.uint32)
-        else:
-            words = source.randint(0, 2**32, size=4, dtype=np.uint32)
-        return np.random.SeedSequence([int(w) for w in words])
-
-    def _learning_rate(self, p: dict[str, Any], n_train: int) -> float | Schedule:
-        """The rate or schedule of ``p`` for an epoch of ``n_train`` rows (schedules count steps)."""
-        if self.lr_schedule == "constant":
-            return p["learning_rate"]
-        per_epoch = -(-n_train // min(p["batch_size"], n_train))
-        total = max(1, p["epochs"] * per_epoch)
-        warmup = min(total, int(round(p["warmup_epochs"] * per_epoch)))
-        make = warmup_cosine if self.lr_schedule == "warmup_cosine" else warmup_linear
-        return make(p["learning_rate"], warmup, total, p["final_learning_rate"])
-
-    def _optimizer_for(self, net: MLP, p: dict[str, Any], n_train: int) -> Optimizer:
-        return make_optimizer(self.optimizer, net, self._learning_rate(p, n_train), p["momentum"], p["weight_decay"])
-
-    def _process_group(self) -> Any:
-        """The data-parallel process group (``bp_gpu.distributed``), or None: plain training."""
-        if not self.distributed:
-            return None
-        from .distributed import world_group
-
-        return world_group()
-
+    # -- training: one path (bp_gpu.pipeline) ------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch on ``(X, y)``, or on a ``bp_gpu.data`` data set given as
         ``X`` alone (its target column holds the labels); returns self.
@@ -594,35 +248,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         many); before the first epoch completes nothing is committed, the KeyboardInterrupt
         propagates and the estimator is as it was (still unfitted, or the previous model).
         """
-        group = self._process_group()
-        if group is not None:  # data-parallel (a data set here is this process's shard): bp_gpu.distributed
-            from . import distributed
-
-            return distributed.fit(self, group, X, y, monitor)
-        if isinstance(X, Dataset):
-            return self._fit_dataset(X, y, monitor)
-        p = self._checked_params()
-        names = feature_names(X)
-        Xh = self._host_X(X)
-        kind, classes, T = self._encode(y, Xh.shape[0])
-        net, state, split_rng = self._fresh(p, Xh.shape[1], T.shape[1])
-        validate, Xv = None, None
-        if self.early_stopping:
-            tr, va = self._split(kind, T, p["validation_fraction"], split_rng)
-            Xv, Tv = Xh[self._index(Xh, va)], T[va]
-            Xh, T = Xh[self._index(Xh, tr)], T[tr]
-        X_train, T_train = self._train_arrays(net, Xh, T)
-        scaler = self._array_scaler(X_train, net.dtype) if self.standardize else None
-        if scaler is not None:
-            X_train = scaler.apply(X_train)
-        if Xv is not None:
-            Xv = self._device_X(net, Xv, scaler)
-            validate = lambda: self._accuracy(net, kind, Xv, Tv)  # noqa: E731
-        opt = self._optimizer_for(net, p, Xh.shape[0])
-        source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
-        self._train_and_commit(net, opt, state, kind, classes, names, source, p, p["epochs"], validate, monitor,
-                               scaler)
-        return self
+        return self._fit(X, y, incremental=False, monitor=monitor)
 
     def partial_fit(
         self,
@@ -646,409 +272,105 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         ``standardize`` may not (the standardisation of the first call is kept).
         A failed call leaves the model as it was; Ctrl-C as in ``fit``.
         """
-        group = self._process_group()
-        if group is not None:  # data-parallel: bp_gpu.distributed
-            from . import distributed
+        return self._fit(X, y, incremental=True, classes=classes, epochs=epochs, monitor=monitor)
 
-            return distributed.partial_fit(self, group, X, y, classes, epochs, monitor)
-        p = self._checked_params()
-        epochs = _int("epochs", epochs, 1)
-        if isinstance(X, Dataset):
-            return self._partial_fit_dataset(X, y, classes, p, epochs, monitor)
-        if not hasattr(self, "net_"):
-            names = feature_names(X)
-            Xh = self._host_X(X)
-            y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
-            if classes is None and not (y_arr.ndim == 2 and y_arr.shape[1] > 1):
-                raise ValueError(
-                    "classes must be passed on the first call to partial_fit "
-                    "(every label that will appear, e.g. np.unique(y_all))"
-                )
-            cls = None if classes is None else self._given_classes(classes)
-            kind, cls, T = self._encode(y, Xh.shape[0], cls)
-            net, state, _ = self._fresh(p, Xh.shape[1], T.shape[1])
-            X_train, T_train = self._train_arrays(net, Xh, T)
-            scaler = self._array_scaler(X_train, net.dtype) if self.standardize else None
-            if scaler is not None:
-                X_train = scaler.apply(X_train)
-            opt = self._optimizer_for(net, p, Xh.shape[0])
-            source = ArraySource(net._engine, X_train, T_train, p["batch_size"])
-            self._train_and_commit(net, opt, state, kind, cls, names, source, p, epochs, None, monitor, scaler)
-            return self
-
-        self._check_same_setup(p)
-        check_feature_names(self, X)
-        Xh = self._host_X(X, self.n_features_in_)
-        self._check_classes_unchanged(classes)
-        if self._label_kind == MULTILABEL:
-            y_arr = np.asarray(V.to_numpy(y) if V.array_module(y) is not np else y)
-            if y_arr.ndim != 2:
-                raise ValueError(
-                    "the model was fitted on a multi-label indicator matrix; y must be 2-D"
-                )
-        kind, _, T = self._encode(y, Xh.shape[0], self.classes_)
-        if kind != self._label_kind:
-            raise ValueError(f"y is {kind} but the model was fitted on {self._label_kind} targets")
-        X_train, T_train = self._train_arrays(self.net_, Xh, T)
-        if self._scaler is not None:
-            X_train = self._scaler.apply(X_train)
-        self._continue(p, ArraySource(self.net_._engine, X_train, T_train, p["batch_size"]), epochs, monitor)
+    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None, epochs: Any = None,
+             monitor: TrainingMonitor | None = None) -> MLPClassifier:
+        trained = run(self.get_params(), X, y, group=self._process_group(), seed=self._seed_sequence,
+                      previous=self._current() if incremental and hasattr(self, "_trained") else None,
+                      incremental=incremental,
+                      classes=classes, epochs=epochs, monitor=monitor, view=self._view)
+        self._commit(trained)
         return self
 
-    def _given_classes(self, classes: Any) -> np.ndarray:
-        cls = np.unique(np.asarray(classes))
-        if len(cls) < 2:
-            raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
-        return cls
+    def _process_group(self) -> Any:
+        """The processes this estimator trains across: ``MPI.COMM_WORLD``'s (``bp_gpu.distributed``)
+        with ``distributed=True``, else this process alone."""
+        if not self.distributed:
+            return LocalGroup()
+        from .distributed import world_group  # mpi4py is needed only here
 
-    def _check_classes_unchanged(self, classes: Any) -> None:
-        if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(
-                f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
-                f"{self.classes_.tolist()!r}"
+        return world_group()
+
+    def _seed_sequence(self) -> np.random.SeedSequence:
+        """The root of a new model's randomness (see ``random_state``); draws from an instance."""
+        source = self.random_state
+        if self.seed is not None:
+            warnings.warn(
+                "MLPClassifier(seed=...) is deprecated and will be removed in the next release; use "
+                "random_state=... (the same int gives the same model)",
+                FutureWarning,
+                stacklevel=6,
             )
-
-    def _continue(self, p: dict[str, Any], source: Any, epochs: int, monitor: TrainingMonitor | None) -> None:
-        """More epochs of the fitted model on ``source``; on any failure the model and its optimizer
-        are put back exactly as they were before the call."""
-        net, opt, state = self.net_, self._optimizer, self._state
-        start = Snapshot(net._engine, opt)
-        start.capture(state)
-        try:
-            opt.learning_rate = self._learning_rate(p, source.n_rows)
-            opt.weight_decay = p["weight_decay"]
-            if self.optimizer == "momentum":
-                opt.momentum = p["momentum"]
-            self._train_and_commit(net, opt, state, self._label_kind, self.classes_,
-                                   getattr(self, "feature_names_in_", None), source, p, epochs, None, monitor,
-                                   self._scaler)
-        except BaseException:
-            start.restore(state)  # roll back: the model and its optimizer are exactly as before the call
-            raise
-
-    def _check_same_setup(self, p: dict[str, Any]) -> None:
-        net = self.net_
-        now = {
-            "hidden_layer_sizes": (p["hidden"], tuple(net.layer_sizes[1:-1])),
-            "optimizer": (self.optimizer, self._optimizer_name),
-            "dtype": (p["dtype"].name, net.dtype.name),
-            "positive_class": (int(self.positive_class), net.positive_class),
-            "standardize": (bool(self.standardize), self._scaler is not None),
-        }
-        if self.backend != "auto":
-            now["backend"] = (self.backend, net.backend)
-        for name, (want, have) in now.items():
-            if want != have:
-                raise ValueError(
-                    f"{name} is {want!r} but the model was fitted with {have!r}; "
-                    "partial_fit cannot change it (call fit to start over)"
-                )
-
-    # -- data sets -----------------------------------------------------------------------------
-    @staticmethod
-    def _check_trainable(ds: Dataset, y: Any, method: str) -> None:
-        if y is not None:
-            raise TypeError(f"{method}(dataset) takes the labels from the data set's target column "
-                            f"({ds.target!r}); do not pass y")
-        if ds.target is None:
-            raise ValueError(f"{ds.path}: the data set has no target column; open it with target=... to "
-                             "train on it (bp_gpu.data.open(path, target='label'))")
-        if ds.n_rows == 0:
-            raise ValueError(f"{ds.path}: the data set has no rows")
-
-    def _dataset_targets(
-        self, ds: Dataset, dtype: np.dtype, classes: np.ndarray | None = None
-    ) -> tuple[str, np.ndarray, LabelEncoder]:
-        """(kind, classes, encoder) of a data set's labels, from its label pass (``labels()``):
-        ``classes`` default to its labels; given, its labels must be among them."""
-        labels = ds.labels()
-        if ds.label_columns is not None:
-            bad = labels[(labels != 0) & (labels != 1)] if labels.dtype.kind in "biuf" else labels
-            if len(bad):
-                raise ValueError(f"{ds.path}: a 2-D target is a multi-label indicator matrix and must hold only "
-                                 f"0 and 1; it holds {bad[0].item()!r}")
-            K = ds.label_columns
-            if classes is not None and len(classes) != K:
-                raise ValueError(f"{ds.path}: the target has {K} label columns but the model has {len(classes)}")
-            return MULTILABEL, np.arange(K), LabelEncoder(MULTILABEL, np.arange(K), dtype)
-        if classes is None:
-            classes = labels
-            if len(classes) < 2:
-                shown = classes[0].item() if len(classes) else None
-                raise ValueError(f"{ds.path}: the target column {ds.target!r} has only one class ({shown!r}); "
-                                 "a classifier needs at least two")
-        unknown = check_labels_against(labels, classes, f"{ds.path}: the labels of column {ds.target!r}")
-        if len(unknown):
-            raise ValueError(f"{ds.path}: the target column {ds.target!r} holds labels that are not among the "
-                             f"classes {classes.tolist()!r}: {unknown[:10].tolist()!r}")
-        kind = BINARY if len(classes) == 2 else MULTICLASS
-        return kind, classes, LabelEncoder(kind, classes, dtype)
-
-    @staticmethod
-    def _held_out_chunks(ds: Dataset, fraction: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
-        """(training view, validation view) of a data set for early stopping: whole chunks (see the
-        class docstring)."""
-        n = ds.n_chunks
-        if n < 2:
-            raise ValueError(
-                f"early_stopping on a data set holds out whole chunks, and {ds.path} has {n}; give it more "
-                "chunks (smaller Parquet row groups, or chunk_rows= for arrays and .npy files)"
-            )
-        k = min(n - 1, max(1, int(round(fraction * n))))
-        held = np.sort(rng.permutation(n)[:k])
-        return ds.select_chunks(np.setdiff1d(np.arange(n), held)), ds.select_chunks(held)
-
-    @staticmethod
-    def _dataset_scaler(ds: Dataset, dtype: np.dtype) -> Standardizer:
-        mean, std = ds.stats(dtype)
-        return Standardizer(mean, std, dtype)
-
-    @staticmethod
-    def _array_scaler(X: Any, dtype: np.dtype) -> Standardizer:
-        """The statistics of training arrays, computed as for a data set (chunk by chunk, so the
-        temporaries stay small), from X as the model reads it."""
-        mean, std = from_arrays(V.to_numpy(X)).stats(dtype)
-        return Standardizer(mean, std, dtype)
-
-    def _check_dataset_features(self, ds: Dataset) -> None:
-        if ds.n_features != self.n_features_in_:
-            raise ValueError(f"{ds.path} has {ds.n_features} feature columns, but MLPClassifier is expecting "
-                             f"{self.n_features_in_} features as input")
-        fitted = getattr(self, "feature_names_in_", None)
-        if fitted is not None and ds.named_columns and list(ds.feature_names) != [str(n) for n in fitted]:
-            raise ValueError(f"{ds.path}: the feature columns {ds.feature_names} are not those the model was fitted "
-                             f"with, in its order: {list(fitted)}; open it with features=[...] in that order")
-
-    def _dataset_source(self, net: MLP, ds: Dataset, p: dict[str, Any], encode: LabelEncoder,
-                        scaler: Standardizer | None) -> Any:
-        from .dataset_source import DatasetSource
-
-        return DatasetSource(net._engine, ds, p["batch_size"], n_outputs=net.layer_sizes[-1], encode=encode,
-                             transform=None if scaler is None else scaler.transform)
-
-    def _fit_dataset(self, ds: Dataset, y: Any, monitor: TrainingMonitor | None) -> MLPClassifier:
-        p = self._checked_params()
-        self._check_trainable(ds, y, "fit")
-        kind, classes, encode = self._dataset_targets(ds, p["dtype"])
-        net, state, split_rng = self._fresh(p, ds.n_features, 1 if kind == BINARY else len(classes))
-        train_ds, validate = ds, None
-        if self.early_stopping:
-            train_ds, val_ds = self._held_out_chunks(ds, p["validation_fraction"], split_rng)
-        scaler = self._dataset_scaler(train_ds, net.dtype) if self.standardize else None
-        if self.early_stopping:
-            validate = lambda: self._dataset_accuracy(net, kind, val_ds, encode, scaler)  # noqa: E731
-        opt = self._optimizer_for(net, p, train_ds.n_rows)
-        source = self._dataset_source(net, train_ds, p, encode, scaler)
-        self._train_and_commit(net, opt, state, kind, classes, self._dataset_names(ds), source, p, p["epochs"],
-                               validate, monitor, scaler)
-        return self
-
-    def _partial_fit_dataset(self, ds: Dataset, y: Any, classes: Any, p: dict[str, Any], epochs: int,
-                             monitor: TrainingMonitor | None) -> MLPClassifier:
-        self._check_trainable(ds, y, "partial_fit")
-        if not hasattr(self, "net_"):
-            cls = None if classes is None else self._given_classes(classes)
-            kind, cls, encode = self._dataset_targets(ds, p["dtype"], cls)
-            net, state, _ = self._fresh(p, ds.n_features, 1 if kind == BINARY else len(cls))
-            scaler = self._dataset_scaler(ds, net.dtype) if self.standardize else None
-            opt = self._optimizer_for(net, p, ds.n_rows)
-            source = self._dataset_source(net, ds, p, encode, scaler)
-            self._train_and_commit(net, opt, state, kind, cls, self._dataset_names(ds), source, p, epochs, None,
-                                   monitor, scaler)
-            return self
-        self._check_same_setup(p)
-        self._check_dataset_features(ds)
-        self._check_classes_unchanged(classes)
-        kind, _, encode = self._dataset_targets(ds, self.net_.dtype, self.classes_)
-        if kind != self._label_kind:
-            raise ValueError(f"{ds.path}: its targets are {kind} but the model was fitted on {self._label_kind} "
-                             "targets")
-        self._continue(p, self._dataset_source(self.net_, ds, p, encode, self._scaler), epochs, monitor)
-        return self
-
-    @staticmethod
-    def _dataset_names(ds: Dataset) -> np.ndarray | None:
-        """``feature_names_in_`` of a model fitted on ``ds``: the column names the file gives
-        (Parquet, Arrow, CSV with a header), so that files with the same columns in another order
-        are matched by name (``bp-gpu predict``); none for positions."""
-        return np.array(ds.feature_names, dtype=object) if ds.named_columns else None
-
-    def _chunk_proba(self, net: MLP, X: np.ndarray, scaler: Standardizer | None) -> np.ndarray:
-        """p(t = 1 | x) per output of a data set chunk (its own array, of the model's dtype)."""
-        if scaler is not None:
-            scaler.transform(X)
-        return self._raw_proba(net, net._engine.xp.asarray(X))
-
-    def _dataset_accuracy(self, net: MLP, kind: str, ds: Dataset, encode: LabelEncoder,
-                          scaler: Standardizer | None) -> float:
-        hits = n = 0
-        for c in ds.iter_chunks(dtype=net.dtype):
-            P, T = self._chunk_proba(net, c.X, scaler), encode(c.y)
-            if kind == MULTICLASS:
-                hits += int(np.sum(P.argmax(axis=1) == T.argmax(axis=1)))
-            else:
-                hits += int(np.sum(((P > 0.5) == (T == 1)).all(axis=1)))
-            n += len(P)
-        return hits / n
-
-    def iter_predict_proba(self, dataset: Dataset) -> Any:
-        """``(probabilities, chunk)`` for each chunk of ``dataset`` in file order: what
-        ``predict_proba`` returns for the chunk's rows, and the ``bp_gpu.data.Chunk`` (its ``y`` are
-        the raw labels when the data set has a target, ``start`` its first row). Memory holds one
-        chunk at a time (``bp-gpu predict`` writes each before reading the next)."""
-        self._check_fitted()
-        self._check_dataset_features(dataset)
-        net = self.net_
-        for c in dataset.iter_chunks(dtype=net.dtype):
-            yield self._proba(self._chunk_proba(net, c.X, self._scaler)), c
-
-    def _dataset_score(self, ds: Dataset) -> float:
-        if ds.target is None:
-            raise ValueError(f"{ds.path}: the data set has no target column to score against; open it with "
-                             "target=...")
-        hits = n = 0
-        for P, c in self.iter_predict_proba(ds):
-            pred, y = self._predict_from(P), c.y
-            if self._label_kind == MULTILABEL:
-                hits += int(np.sum((pred == np.asarray(y).reshape(pred.shape)).all(axis=1)))
-            else:
-                check_labels_against(np.asarray(y[:1]), self.classes_, f"{ds.path}: the labels of column "
-                                     f"{ds.target!r}")
-                hits += int(np.sum(pred == y))
-            n += len(pred)
-        return hits / n
-
-    # -- arrays --------------------------------------------------------------------------------
-    @staticmethod
-    def _index(X: Any, idx: np.ndarray) -> Any:
-        return V.array_module(X).asarray(idx)
-
-    @staticmethod
-    def _split(
-        kind: str, T: np.ndarray, fraction: float, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Stratified (per class; plain for multi-label) train/validation row indices."""
-        n = T.shape[0]
-        if kind == MULTILABEL:
-            groups = [np.arange(n)]
+            source = self.seed
+        if isinstance(source, numbers.Integral):
+            return np.random.SeedSequence(int(source))
+        # scikit-learn's check_random_state(None) is NumPy's global RandomState, which np.random.*
+        # draws from (sklearn/utils/validation.py).
+        if source is None:
+            words = np.random.randint(0, 2**32, size=4, dtype=np.uint32)
+        elif isinstance(source, np.random.Generator):
+            words = source.integers(0, 2**32, size=4, dtype=np.uint32)
         else:
-            labels = T[:, 0] if kind == BINARY else T.argmax(axis=1)
-            groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-        val = []
-        for g in groups:
-            g = rng.permutation(g)
-            val.append(g[: int(round(fraction * len(g)))])
-        va = np.sort(np.concatenate(val))
-        tr = np.setdiff1d(np.arange(n), va)
-        if len(va) == 0 or len(tr) == 0:
-            raise ValueError(
-                f"early_stopping: validation_fraction={fraction} of {n} samples leaves "
-                f"{len(tr)} training and {len(va)} validation samples; both need at least one"
-            )
-        return tr, va
+            words = source.randint(0, 2**32, size=4, dtype=np.uint32)
+        return np.random.SeedSequence([int(w) for w in words])
 
-    @staticmethod
-    def _device_X(net: MLP, X: Any, scaler: Standardizer | None = None) -> Any:
-        Xd = V.check_features(X, net.layer_sizes[0], net.dtype, net._engine.xp)
-        return Xd if scaler is None else scaler.apply(Xd)
+    def _view(self, trained: TrainedModel) -> MLPClassifier:
+        """A fitted estimator holding ``trained`` (a model in progress: ``EpochInfo.model()``)."""
+        m = type(self)(**self.get_params())
+        m._commit(trained)
+        return m
 
-    @staticmethod
-    def _raw_proba(net: MLP, Xd: Any) -> np.ndarray:
-        """p(t = 1 | x) per output as float64 NumPy (n, n_outputs); the engine runs it in chunks."""
-        y = V.to_numpy(net._engine.predict_proba(Xd)).astype(np.float64)
-        return y if net.positive_class == 1 else 1.0 - y
-
-    @classmethod
-    def _accuracy(cls, net: MLP, kind: str, Xd: Any, T: np.ndarray) -> float:
-        P = cls._raw_proba(net, Xd)
-        if kind == MULTICLASS:
-            return float(np.mean(P.argmax(axis=1) == T.argmax(axis=1)))
-        return float(np.mean(((P > 0.5) == (T == 1)).all(axis=1)))
-
-    @staticmethod
-    def _train_arrays(net: MLP, Xh: Any, T: np.ndarray) -> tuple[Any, Any]:
-        """X and T in the network's dtype, where training reads them (device arrays stay there); a
-        value of X too large for the dtype is an error here, before training."""
-        dt = net.dtype
-        X_train = V.check_features(
-            Xh,
-            net.layer_sizes[0],
-            dt,
-            V.array_module(Xh) if V.array_module(Xh) is net._engine.xp else np,
-        )
-        T_train = np.ascontiguousarray(T, dtype=dt)
-        if V.array_module(X_train) is not np:
-            T_train = net._engine.xp.asarray(T_train)
-        return X_train, T_train
-
-    def _train_and_commit(
-        self, net, opt, state, kind, classes, names, source, p, epochs, validate, monitor, scaler
-    ) -> None:
-        def view() -> MLPClassifier:
-            m = type(self)(**self.get_params())
-            m._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
-            return m
-
-        train(
-            net,
-            opt,
-            state,
-            source,
-            epochs=epochs,
-            validate=validate,
-            n_iter_no_change=p["n_iter_no_change"],
-            tol=p["tol"],
-            monitor=monitor,
-            make_view=view,
-            verbose=bool(self.verbose),
-        )
-        self._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
-
-    def _commit(self, net, opt, state, kind, classes, early: bool, feature_names: np.ndarray | None = None,
-                scaler: Standardizer | None = None) -> None:
-        """Install a trained state; nothing here can fail, so the estimator is never half-updated."""
-        self.__dict__.pop("_group", None)  # a data-parallel fit sets it again after this
+    def _commit(self, trained: TrainedModel) -> None:
+        """Install a trained model; nothing here can fail, so the estimator is never half-updated."""
+        net, state = trained.net, trained.state
+        self._trained = trained
         self.net_ = net
-        self._optimizer = opt
-        self._optimizer_name = self.optimizer
-        self._state = state
-        self._label_kind = kind
-        self._scaler = scaler
-        self.feature_mean_ = None if scaler is None else scaler.mean64.copy()
-        self.feature_std_ = None if scaler is None else scaler.std64.copy()
-        self.classes_ = classes
+        self.feature_mean_ = None if trained.scaler is None else trained.scaler.mean64.copy()
+        self.feature_std_ = None if trained.scaler is None else trained.scaler.std64.copy()
+        self.classes_ = trained.classes
         self.n_features_in_ = net.layer_sizes[0]
         self.n_outputs_ = net.layer_sizes[-1]
         self.loss_curve_ = list(state.loss_curve)
         self.n_iter_ = state.n_iter
-        if feature_names is not None:
-            self.feature_names_in_ = feature_names
+        if trained.feature_names is not None:
+            self.feature_names_in_ = trained.feature_names
         else:
             self.__dict__.pop("feature_names_in_", None)
-        if early:
+        if trained.early_stopping:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
         else:
             self.__dict__.pop("validation_scores_", None)
             self.__dict__.pop("best_validation_score_", None)
 
+    def _current(self) -> TrainedModel:
+        """The trained model as the estimator holds it now: its fitted attributes (``net_``,
+        ``classes_``, ``feature_names_in_``) are the model's."""
+        return dataclasses.replace(self._trained, net=self.net_, classes=self.classes_,
+                                   feature_names=getattr(self, "feature_names_in_", None))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_trained"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    # The trained model's parts that the CLI and the tests read.
+    @property
+    def _label_kind(self) -> str:
+        return self._trained.label_kind
+
+    @property
+    def _optimizer(self) -> Any:
+        return self._trained.optimizer
+
+    @property
+    def _state(self) -> Any:
+        return self._trained.state
+
     # -- prediction ----------------------------------------------------------------------------
-    def _proba(self, P: np.ndarray) -> np.ndarray:
-        """``predict_proba`` from the raw per-output probabilities P (n, n_outputs)."""
-        if self._label_kind == BINARY:
-            return np.hstack([1.0 - P, P])
-        if self._label_kind == MULTICLASS:
-            s = P.sum(axis=1, keepdims=True)
-            # A row whose every sigmoid underflowed to 0 carries no preference: uniform.
-            return np.where(s > 0, P / np.where(s > 0, s, 1.0), 1.0 / P.shape[1])
-        return P
-
-    def _predict_from(self, P: np.ndarray) -> np.ndarray:
-        """``predict`` from ``predict_proba``'s output."""
-        if self._label_kind == MULTILABEL:
-            return (P > 0.5).astype(np.int64)
-        return self.classes_[P.argmax(axis=1)]
-
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities as float64 NumPy: (n, 2) binary, (n, K) multi-class (rows sum to 1),
         (n, K) multi-label (per-label probabilities); columns in ``classes_`` order. ``X`` may be a
@@ -1057,14 +379,27 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         if isinstance(X, Dataset):
             parts = [P for P, _ in self.iter_predict_proba(X)]
             return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)))
-        check_feature_names(self, X)
-        Xd = self._device_X(self.net_, self._host_X(X, self.n_features_in_), self._scaler)
-        return self._proba(self._raw_proba(self.net_, Xd))
+        t = self._trained
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
+        Xd = on_device(t.net, check_X(X, self.n_features_in_), t.scaler)
+        return probabilities(t.label_kind, raw_proba(t.net, Xd))
+
+    def iter_predict_proba(self, dataset: Dataset) -> Any:
+        """``(probabilities, chunk)`` for each chunk of ``dataset`` in file order: what
+        ``predict_proba`` returns for the chunk's rows, and the ``bp_gpu.data.Chunk`` (its ``y`` are
+        the raw labels when the data set has a target, ``start`` its first row). Memory holds one
+        chunk at a time (``bp-gpu predict`` writes each before reading the next)."""
+        self._check_fitted()
+        t = self._trained
+        check_dataset_features(dataset, self.n_features_in_, t.feature_names)
+        for c in dataset.iter_chunks(dtype=t.net.dtype):
+            yield probabilities(t.label_kind, chunk_proba(t.net, c.X, t.scaler)), c
 
     def predict(self, X: Any) -> np.ndarray:
         """Labels from ``classes_`` (n,), or the 0/1 indicator matrix (n, K) for multi-label; ``X``
         may be a data set."""
-        return self._predict_from(self.predict_proba(X))
+        self._check_fitted()
+        return predictions(self._label_kind, self.classes_, self.predict_proba(X))
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy of ``predict(X)`` against y (subset accuracy for multi-label). ``X`` may be a data
@@ -1076,6 +411,22 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
             self._check_fitted()
             return self._dataset_score(X)
         return super().score(X, y, sample_weight=sample_weight)
+
+    def _dataset_score(self, ds: Dataset) -> float:
+        if ds.target is None:
+            raise ValueError(f"{ds.path}: the data set has no target column to score against; open it with "
+                             "target=...")
+        hits = n = 0
+        for P, c in self.iter_predict_proba(ds):
+            pred, y = predictions(self._label_kind, self.classes_, P), c.y
+            if self._label_kind == MULTILABEL:
+                hits += int(np.sum((pred == np.asarray(y).reshape(pred.shape)).all(axis=1)))
+            else:
+                check_labels_against(np.asarray(y[:1]), self.classes_, f"{ds.path}: the labels of column "
+                                     f"{ds.target!r}")
+                hits += int(np.sum(pred == y))
+            n += len(pred)
+        return hits / n
 
     def to_onnx(self, path: Any) -> None:
         """Write the fitted model as an ONNX model (``bp_gpu.onnx_export.export_onnx``): input ``X``
@@ -1092,31 +443,40 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     def __getstate__(self) -> dict[str, Any]:
         # Python pickling (joblib, multiprocessing in GridSearchCV) goes through the file format's
         # arrays: the engine holds modules and device buffers that cannot be pickled themselves.
-        from .persistence import to_arrays
-
         state = dict(self.get_params())
-        if hasattr(self, "net_"):
-            state["_bp_gpu_model"] = to_arrays(self)
+        if hasattr(self, "_trained"):
+            state["_bp_gpu_model"] = persistence.to_arrays(self.get_params(), self._current())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from .persistence import from_arrays
-
         state = dict(state)
         arrays = state.pop("_bp_gpu_model", None)
         self.__dict__.update(state)
         if arrays is not None:
-            fitted = from_arrays(arrays, "pickled MLPClassifier", backend=self.backend)
-            self.__dict__.update({k: v for k, v in fitted.__dict__.items() if k not in state})
+            _, trained = persistence.from_arrays(arrays, "pickled MLPClassifier", type(self)().get_params(),
+                                                 backend=self.backend)
+            self._commit(trained)
 
     def save(self, path: Any) -> None:
         """Write the fitted model, with optimizer state to resume training, as a ``.npz`` file
         (format: ``bp_gpu.persistence``); atomic: the file is either the old one or the new one.
-        A data-parallel model saves collectively: call it on every process; rank 0 writes."""
-        if getattr(self, "_group", None) is not None:
-            from . import distributed
+        A local call, as ``torch.save``: it never waits on other processes. A data-parallel model
+        holds every process's shuffle generator (gathered after each epoch), so the file written by
+        any one process (``if rank == 0: clf.save(path)``) resumes the whole job; processes that all
+        save to one path write the same bytes."""
+        self._check_fitted()
+        persistence.save(path, self.get_params(), self._current())
 
-            return distributed.save(self, path)
-        from .persistence import save
 
-        save(self, path)
+def load(path: Any, backend: str | None = None) -> MLPClassifier:
+    """Read a model written by ``MLPClassifier.save``; every part is validated.
+
+    ``backend`` overrides the saved ``backend`` hyperparameter (e.g. ``"cpu"`` to load a model
+    trained on a GPU on a machine without one). Raises ``bp_gpu.persistence.ModelFileError`` naming
+    what is wrong.
+    """
+    path = os.fspath(path)
+    hyper, trained = persistence.from_arrays(persistence.read(path), path, MLPClassifier().get_params(), backend)
+    clf = MLPClassifier(**hyper)
+    clf._commit(trained)
+    return clf

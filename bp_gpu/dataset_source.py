@@ -51,6 +51,7 @@ class DatasetSource:
     ) -> None:
         self.n_rows = int(dataset.n_rows)
         self.batch_size = max(1, min(batch_size, self.n_rows))
+        self.steps_per_epoch = -(-self.n_rows // self.batch_size)
         self.reader = BatchReader(dataset, self.batch_size, shuffle_buffer=shuffle_buffer, dtype=engine.dtype,
                                   prefetch=prefetch, transform=transform, encode=encode)
         shapes = (dataset.n_features, n_outputs)

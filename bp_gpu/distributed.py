@@ -1,10 +1,12 @@
 """Data-parallel training over MPI processes: ``MLPClassifier(distributed=True)`` under ``mpiexec``.
 
 Every process (rank) of ``MPI.COMM_WORLD`` holds its own rows (a shard) and a replica of the same
-network. The process-group code of bp_gpu is in this module alone: the classifier calls ``fit``,
-``partial_fit`` and ``save`` here when ``distributed=True`` (and the world has more than one
-process), and the training loop (``bp_gpu.train.train``) sees a batch source whose ``run_epoch``
-does the all-reduces. Nothing below the training loop imports this module.
+network. This module is what is really distributed: the MPI process group (``ProcessGroup``, with
+its deadlines and aborts), the gradient all-reduces (MPI, staged through host memory, NCCL) and the
+sharded batch source. It knows nothing of the classifier: training has one path
+(``bp_gpu.pipeline``), which calls a process group's collectives (``bp_gpu.group`` describes the
+interface; a single process is ``LocalGroup``, a group of one), and the epoch loop
+(``bp_gpu.train.train``) sees a batch source whose ``run_epoch`` does the all-reduces.
 
 One epoch, N ranks, rank r holding n_r rows with batch size b_r (``batch_size``, capped at n_r):
 
@@ -21,6 +23,9 @@ One epoch, N ranks, rank r holding n_r rows with batch size b_r (``batch_size``,
   order), so the divergence check and ``loss_curve_`` agree; early stopping scores the union of the
   ranks' held-out rows (one all-reduce of hit and row counts), so every rank stops at the same
   epoch. The checksums (CRC-32 of the parameter bytes) must all be equal, or every rank raises.
+  Then one all-gather of every rank's shuffle generator: the model keeps them
+  (``TrainState.rank_rngs``), so that saving is a local call (``if rank == 0: clf.save(path)``)
+  whose file resumes every rank exactly.
 
 Same start: rank 0's initial weights are broadcast; rank r's shuffle generator (and early-stopping
 split generator) is rank 0's, jumped r times (``bit_generator.jumped``: 2^127 draws apart for
@@ -40,8 +45,9 @@ every rank raises the same error, naming the rank where it was found. An error o
 while training (it would leave the others inside a collective) prints its traceback and ends the
 whole job (NCCL communicator aborted, then ``MPI_Abort``); so does Ctrl-C (mpiexec forwards it to
 every rank), with status 130. While a group exists, an uncaught exception aborts the job instead of
-hanging in ``MPI_Finalize`` (``sys.excepthook``, as ``python -m mpi4py`` does). (mpi4py 4.1 /
-MPICH 5.0 behaviour, verified here: /work/notes/cupy_cublas_nccl.md section 6.)
+hanging in ``MPI_Finalize`` (``sys.excepthook``, as ``python -m mpi4py`` does: mpi4py's
+documentation, "mpi4py.run", explains the deadlock an unhandled exception causes under its automatic
+``MPI_Finalize``, https://mpi4py.readthedocs.io/en/stable/mpi4py.run.html).
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
-from .train import ArraySource, Snapshot, TrainingDivergedError, rng_from_dict, rng_to_dict, train
+from .group import LocalGroup
+from .train import TrainingDivergedError, rng_from_dict, rng_to_dict
 
 TIMEOUT_ENV = "BP_GPU_COLLECTIVE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -143,8 +150,14 @@ class ProcessGroup:
 
     Creating one is collective: every rank of ``comm`` must create it. Attributes: ``rank``, ``size``,
     ``local_rank`` and ``local_size`` (the processes on this node: the ``MPI_COMM_TYPE_SHARED``
-    split), ``comm`` (a private duplicate of ``comm``, so user messages never mix with ours).
+    split), ``comm`` (a private duplicate of ``comm``, so user messages never mix with ours). It has
+    the interface ``bp_gpu.group`` describes, which the training pipeline calls.
     """
+
+    # A data set given to fit is this process's shard, read into memory: each rank then permutes its
+    # rows as arrays are permuted, so N ranks step exactly as one process on the union of their
+    # batches (the documented order; a shard streamed chunk by chunk would draw another).
+    holds_shards_in_memory = True
 
     def __init__(self, comm: Any, timeout_s: float | None = None) -> None:
         self.MPI = _mpi()
@@ -326,18 +339,92 @@ class ProcessGroup:
             self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)  # returns once every rank joined
         return self._nccl
 
+    # -- what the training pipeline asks of a group (bp_gpu.group) ---------------------------------------
+    def start(self, net: Any, state: Any, split_rng: np.random.Generator | None) -> np.random.Generator | None:
+        """Rank 0's initial weights and generators everywhere (each rank's generator jumped by its rank);
+        returns this rank's early-stopping split generator."""
+        engine = net._engine
+        host = np.ascontiguousarray(V.to_numpy(engine.params))
+        self.bcast_array(host, "broadcasting the initial weights")
+        engine.params[...] = engine.xp.asarray(host)
+        rng0, split0 = self.bcast((state.rng.bit_generator.state,
+                                   None if split_rng is None else split_rng.bit_generator.state),
+                                  "broadcasting the shuffle generator")
+        state.rng = rank_generator(_generator(rng0), self.rank)
+        return None if split0 is None else rank_generator(_generator(split0), self.rank)
+
+    def adopt(self, model: Any, params: dict[str, Any]) -> None:
+        """A model this group did not train (loaded from a file): each rank takes its own shuffle
+        generator from it; the world size must be the one that trained it, and every rank must hold
+        the same parameters. ``params``: the estimator's hyperparameters (to rebuild the model on this
+        rank's GPU)."""
+        if model.group is self:
+            return
+
+        def check() -> None:
+            saved = model.state.rank_rngs
+            n = 1 if saved is None else len(saved)
+            if n != self.size:
+                raise ValueError(
+                    f"this model was trained by {n} process(es), and resuming it exactly needs the shuffle "
+                    f"generator of each: resume it under mpiexec -n {n} (it is running under {self.size}), or "
+                    "fit a new model")
+            if saved is not None and saved[0] != rng_to_dict(model.state.rng):
+                raise ValueError(
+                    f"this model was trained further by a single process after {n} processes saved it, so the "
+                    "processes' shuffle generators in it are stale: fit a new model, or resume the file they "
+                    "saved")
+
+        self.agree(check, "checking the model to resume")
+        self.agree(lambda: self._to_local_device(model, params), "moving the model to this process's GPU")
+        self.check_devices()
+        crc = self.gather_rows(np.array([float(params_checksum(model.net._engine))]), "comparing the models")[:, 0]
+        if (crc != crc[0]).any():
+            r = int(np.flatnonzero(crc != crc[0])[0])
+            raise _every_rank(ValueError(
+                f"rank {r} of {self.size}: the model's parameters differ from rank 0's; every process must "
+                "load the same model file"))
+        model.state.rng = rng_from_dict(model.state.rank_rngs[self.rank])
+        model.group = self
+
+    def _to_local_device(self, model: Any, params: dict[str, Any]) -> None:
+        """A model loaded before this process chose its GPU sits on the default device: rebuild it on
+        the local rank's (through the file format's arrays, as unpickling does)."""
+        from .backends import simulator_enabled
+
+        self.use_device(model.net.backend)
+        if model.net.backend != "cuda" or simulator_enabled():
+            return
+        import cupy
+
+        if model.net._engine.params.device.id == cupy.cuda.Device().id:
+            return
+        from .persistence import from_arrays, to_arrays
+
+        _, moved = from_arrays(to_arrays(params, model), "the loaded model", params, backend="cuda")
+        model.net, model.optimizer = moved.net, moved.optimizer
+
+    def batch_source(self, local: Any, engine: Any) -> ShardedSource:
+        """``local`` (this rank's batches) stepped as one global epoch, each step's gradient all-reduced."""
+        return ShardedSource(self, local, make_reducer(self, engine))
+
+    def after_training(self, state: Any, source: ShardedSource) -> None:
+        """The model keeps every rank's shuffle generator (gathered at the end of each epoch)."""
+        if source.rank_rngs is not None:
+            state.rank_rngs, state.rank = list(source.rank_rngs), self.rank
+
 
 _WORLD: ProcessGroup | None = None
 
 
-def world_group() -> ProcessGroup | None:
-    """The group of every process of ``MPI.COMM_WORLD`` (made on first call, collectively), or None
-    when the world has a single process (then training is plain training). Raises ImportError with
-    the install command when mpi4py is missing."""
+def world_group() -> ProcessGroup | LocalGroup:
+    """The group of every process of ``MPI.COMM_WORLD`` (made on first call, collectively), or a
+    ``LocalGroup`` when the world has a single process (a group of one). Raises ImportError with the
+    install command when mpi4py is missing."""
     global _WORLD
     MPI = _mpi()
     if MPI.COMM_WORLD.Get_size() == 1:
-        return None
+        return LocalGroup()
     if _WORLD is None:
         _WORLD = ProcessGroup(MPI.COMM_WORLD)
         if sys.excepthook is sys.__excepthook__:
@@ -480,7 +567,8 @@ class ShardedSource:
     """A batch source for ``bp_gpu.train.train``: every rank's local source (``n_rows``,
     ``batch_size``, ``epoch(rng)`` yielding full batches then a ragged last one, e.g. ``ArraySource``
     or a data-set source) stepped as one global epoch (module docstring). ``n_rows`` is the global
-    row count; ``steps`` the steps per epoch; ``global_sizes[k]`` = B(k)."""
+    row count; ``steps_per_epoch`` the steps of an epoch; ``global_sizes[k]`` = B(k); ``rank_rngs``
+    every rank's shuffle generator after the last epoch (``rng_to_dict``), None before the first."""
 
     def __init__(self, group: ProcessGroup, local: Any, reducer: Reducer) -> None:
         self.group, self.local, self.reduce = group, local, reducer
@@ -488,11 +576,12 @@ class ShardedSource:
         per_rank = [batch_sizes(n, b) for n, b in shapes]
         self.shard_rows = [n for n, _ in shapes]
         self.n_rows = sum(self.shard_rows)
-        self.steps = max(len(s) for s in per_rank)
-        self.global_sizes = [sum(s[k] for s in per_rank if k < len(s)) for k in range(self.steps)]
+        self.steps_per_epoch = max(len(s) for s in per_rank)
+        self.global_sizes = [sum(s[k] for s in per_rank if k < len(s)) for k in range(self.steps_per_epoch)]
         self.local_sizes = per_rank[group.rank]
         self.scales = [1.0 / B for B in self.global_sizes]
         self.epochs_run = 0
+        self.rank_rngs: list[dict[str, Any]] | None = None
 
     def close(self) -> None:
         """Stops the local source's reading ahead, where it reads ahead."""
@@ -507,7 +596,7 @@ class ShardedSource:
         engine.loss_buf[1:2] = 0
         batches = iter(self.local.epoch(rng))
         try:
-            for k in range(self.steps):
+            for k in range(self.steps_per_epoch):
                 if k < mine:
                     Xb, Tb = next(batches)
                     if Xb.shape[0] != self.local_sizes[k]:
@@ -537,368 +626,7 @@ class ShardedSource:
                 f"the network's parameters differ between processes after an epoch (ranks with equal "
                 f"parameters: {sorted(groups.values())}): data-parallel replicas must stay identical; "
                 "every process must run the same bp_gpu, backend, dtype and kind of hardware"))
+        self.rank_rngs = self.group.allgather(rng_to_dict(rng), "gathering the shuffle generators")
         return float(table[:, 0].sum() / table[:, 1].sum())
 
 
-# -- MLPClassifier's data-parallel fit, partial_fit, save -------------------------------------------
-def _agreed_params(clf: Any, group: ProcessGroup) -> dict[str, Any]:
-    p = group.agree(clf._checked_params, "checking the hyperparameters")
-    mine = {k: repr(v) for k, v in clf.get_params().items() if k != "verbose"}
-    every = group.allgather(mine, "comparing the hyperparameters")
-    for r, theirs in enumerate(every):
-        diff = sorted(k for k in every[0] if theirs.get(k) != every[0][k])
-        if diff:
-            shown = ", ".join(f"{k}={theirs[k]} (rank 0: {every[0][k]})" for k in diff)
-            raise _every_rank(ValueError(
-                f"rank {r} of {group.size}: hyperparameters differ from rank 0's: {shown}; every process must "
-                "build the same MLPClassifier"))
-    return p
-
-
-def _labels_array(y: Any) -> Any:
-    if hasattr(y, "iloc"):
-        y = y.to_numpy()
-    return y if y is None else (V.to_numpy(y) if V.array_module(y) is not np else np.asarray(y))
-
-
-def _local_rows(X: Any, y: Any) -> tuple[Any, Any, np.ndarray | None]:
-    """``(X, y, feature names)`` of this rank: a ``bp_gpu.data`` data set (this process's shard, e.g.
-    ``open(path, target=...).shard(rank, world)``) is read into memory here — each process holds its
-    own rows only — with its column names when the file has them; a DataFrame keeps its names."""
-    from ._feature_names import feature_names
-    from .data import Dataset
-
-    if isinstance(X, Dataset):
-        if y is not None:
-            raise ValueError("y must be None when X is a data set (its target column holds the labels)")
-        if X.target is None:
-            raise ValueError(f"{X.path}: the data set has no target column; open it with target=...")
-        names = np.asarray(list(X.feature_names), dtype=object) if X.named_columns else None
-        Xa, ya = X.read_all()
-        return Xa, ya, names
-    return X, y, feature_names(X)
-
-
-def _agreed_names(group: ProcessGroup, names: np.ndarray | None) -> np.ndarray | None:
-    """The feature names every rank saw (or None); ranks that disagree are an error on every rank."""
-    every = group.allgather(None if names is None else [str(n) for n in names], "comparing the feature names")
-    for r, theirs in enumerate(every):
-        if theirs != every[0]:
-            raise _every_rank(ValueError(
-                f"rank {r} of {group.size}: the feature names {theirs} differ from rank 0's {every[0]}; every "
-                "process must pass the same columns in the same order"))
-    return names
-
-
-def _global_scaler(group: ProcessGroup, X: Any, dtype: np.dtype) -> Any:
-    """``standardize=True``: the mean and standard deviation of the training rows of every rank
-    (each rank's moments, merged in rank order with Chan et al.'s update), the same on every rank."""
-    from .classifier import Standardizer
-    from .data.moments import Moments
-
-    local = Moments.of(V.to_numpy(X))
-    every = group.allgather((local.n, local.mean, local.m2), "merging the feature statistics")
-    total = Moments.empty(local.mean.shape[0])
-    for n, mean, m2 in every:
-        total = total.merge(Moments(int(n), np.asarray(mean), np.asarray(m2)))
-    mean, std = total.mean_std()
-    return Standardizer(mean, std, dtype)
-
-
-def _local_inputs(clf: Any, X: Any, y: Any, n_features: int | None = None) -> tuple[Any, Any, tuple]:
-    """This rank's X checked, its labels, and what the other ranks need to know about them:
-    ``(n_features, ("indicator", K))`` or ``(n_features, ("labels", sorted unique labels))``."""
-    Xh = clf._host_X(X, n_features)
-    y_np = _labels_array(y)
-    if y_np is None or (y_np.ndim == 2 and y_np.shape[1] > 1):
-        kind, classes, _ = clf._encode(y_np, Xh.shape[0])  # raises for None; validates the indicator
-        return Xh, y_np, (Xh.shape[1], ("indicator", len(classes)))
-    try:
-        labels = np.unique(y_np)
-    except TypeError as exc:
-        raise TypeError(f"y mixes label types that cannot be ordered ({exc}); use one type") from None
-    clf._encode(y_np, Xh.shape[0], labels)  # every other label check (finite, discrete, row count)
-    return Xh, y_np, (Xh.shape[1], ("labels", labels))
-
-
-def _global_labels(group: ProcessGroup, info: tuple, need_two: bool = True) -> tuple[str, np.ndarray]:
-    """(label kind, union of the labels) from every rank's ``_local_inputs`` info, checked the same
-    way on every rank (the same gathered data gives the same verdict everywhere). ``need_two``: the
-    union must hold two classes (``fit``; ``partial_fit`` gets them from ``classes``)."""
-    from .classifier import BINARY, MULTICLASS, MULTILABEL
-
-    infos = group.allgather(info, "gathering the feature counts and labels")
-    d0 = infos[0][0]
-    for r, (d, _) in enumerate(infos):
-        if d != d0:
-            raise _every_rank(ValueError(
-                f"rank {r} of {group.size}: X has {d} features but rank 0's X has {d0}; every process must "
-                "pass the same columns"))
-    kinds = [i[1][0] for i in infos]
-    if len(set(kinds)) > 1:
-        r = kinds.index("indicator")
-        raise _every_rank(ValueError(
-            f"rank {r} of {group.size}: y is a 2-D indicator matrix there but 1-D labels on rank "
-            f"{kinds.index('labels')}; every process must pass the same kind of y"))
-    if kinds[0] == "indicator":
-        Ks = [i[1][1] for i in infos]
-        for r, K in enumerate(Ks):
-            if K != Ks[0]:
-                raise _every_rank(ValueError(
-                    f"rank {r} of {group.size}: y has {K} label columns but rank 0's has {Ks[0]}"))
-        return MULTILABEL, np.arange(Ks[0])
-    parts = [i[1][1] for i in infos]
-    try:
-        classes = np.unique(np.concatenate(parts))
-    except (TypeError, ValueError) as exc:
-        kinds_ = ", ".join(f"rank {r}: {a.dtype}" for r, a in enumerate(parts))
-        raise _every_rank(TypeError(f"the processes' labels cannot be compared ({kinds_}): {exc}")) from None
-    if need_two and len(classes) < 2:
-        raise _every_rank(ValueError(
-            f"y has only one class ({classes[0].item()!r}) on every process; a classifier needs at least two"))
-    return (BINARY if len(classes) == 2 else MULTICLASS), classes
-
-
-def _encode(clf: Any, y_np: Any, n: int, classes: np.ndarray) -> np.ndarray:
-    from .classifier import DataConversionWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataConversionWarning)  # _local_inputs warned already
-        return clf._encode(y_np, n, classes)[2]
-
-
-def _same_start(group: ProcessGroup, net: Any, state: Any, split_rng: np.random.Generator | None) -> Any:
-    """Rank 0's initial weights and generators everywhere (each rank's generator jumped by its rank)."""
-    engine = net._engine
-    host = np.ascontiguousarray(V.to_numpy(engine.params))
-    group.bcast_array(host, "broadcasting the initial weights")
-    engine.params[...] = engine.xp.asarray(host)
-    rng0, split0 = group.bcast((state.rng.bit_generator.state,
-                                None if split_rng is None else split_rng.bit_generator.state),
-                               "broadcasting the shuffle generator")
-    state.rng = rank_generator(_generator(rng0), group.rank)
-    return None if split0 is None else rank_generator(_generator(split0), group.rank)
-
-
-def _source(group: ProcessGroup, net: Any, Xh: Any, T: np.ndarray, batch_size: int,
-            scaler: Any = None) -> ShardedSource:
-    """The training rows as a ``ShardedSource`` over an ``ArraySource`` (what ``_train_and_commit``
-    of the classifier builds for one process), standardised when ``scaler`` is given."""
-    engine, dt = net._engine, net.dtype
-    X = V.check_features(Xh, net.layer_sizes[0], dt, V.array_module(Xh) if V.array_module(Xh) is engine.xp else np)
-    if scaler is not None:
-        X = scaler.apply(X)
-    Tt = np.ascontiguousarray(T, dtype=dt)
-    if V.array_module(X) is not np:
-        Tt = engine.xp.asarray(Tt)
-    return ShardedSource(group, ArraySource(engine, X, Tt, batch_size), make_reducer(group, engine))
-
-
-def _global_accuracy(group: ProcessGroup, clf: Any, net: Any, kind: str, Xv: Any, Tv: np.ndarray) -> float:
-    n = Tv.shape[0]
-    counts = np.array([round(clf._accuracy(net, kind, Xv, Tv) * n), n], dtype=np.float64)
-    group.sum(counts, "the validation score")
-    return float(counts[0] / counts[1])
-
-
-def _train_and_commit(clf: Any, group: ProcessGroup, net: Any, opt: Any, state: Any, kind: str,
-                      classes: np.ndarray, source: ShardedSource, p: dict[str, Any], epochs: int,
-                      validate: Callable[[], float] | None, monitor: Any, names: np.ndarray | None,
-                      scaler: Any) -> None:
-    def view() -> Any:
-        m = type(clf)(**clf.get_params())
-        m._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
-        m._group = group  # its save() is collective, like clf's
-        return m
-
-    train(net, opt, state, source, epochs=epochs, validate=validate, n_iter_no_change=p["n_iter_no_change"],
-          tol=p["tol"], monitor=monitor, make_view=view, verbose=bool(clf.verbose) and group.rank == 0)
-    clf._commit(net, opt, state, kind, classes, early=validate is not None, feature_names=names, scaler=scaler)
-    clf._group = group
-
-
-def _steps_as_rows(source: ShardedSource, p: dict[str, Any]) -> int:
-    # The classifier sizes a schedule from the rows of an epoch, at ceil(rows / batch_size) steps
-    # each; a data-parallel epoch has source.steps steps, which this many rows give.
-    return source.steps * p["batch_size"]
-
-
-def fit(clf: Any, group: ProcessGroup, X: Any, y: Any, monitor: Any = None) -> Any:
-    """``MLPClassifier.fit`` on every rank of ``group``, each with its own rows (X, y)."""
-    with group.guard():
-        p = _agreed_params(clf, group)
-        group.agree(lambda: group.use_device(clf.backend), "choosing this process's GPU")
-        group.check_devices()
-        X, y, names = group.agree(lambda: _local_rows(X, y), "reading this process's rows")
-        names = _agreed_names(group, names)
-        Xh, y_np, info = group.agree(lambda: _local_inputs(clf, X, y), "checking X and y")
-        kind, classes = _global_labels(group, info)
-        T = group.agree(lambda: _encode(clf, y_np, Xh.shape[0], classes), "encoding y")
-        net, state, split_rng = group.agree(lambda: clf._fresh(p, Xh.shape[1], T.shape[1]), "building the network")
-        split_rng = _same_start(group, net, state, split_rng)
-        Xv = None
-        if clf.early_stopping:
-            tr, va = group.agree(lambda: clf._split(kind, T, p["validation_fraction"], split_rng),
-                                 "holding out the validation rows")
-            Xv, Tv = Xh[clf._index(Xh, va)], T[va]
-            Xh, T = Xh[clf._index(Xh, tr)], T[tr]
-        scaler = _global_scaler(group, Xh, net.dtype) if clf.standardize else None
-        validate = None
-        if Xv is not None:
-            Xv = clf._device_X(net, Xv, scaler)
-            validate = lambda: _global_accuracy(group, clf, net, kind, Xv, Tv)  # noqa: E731
-        source = _source(group, net, Xh, T, p["batch_size"], scaler)
-        opt = clf._optimizer_for(net, p, _steps_as_rows(source, p))
-        _train_and_commit(clf, group, net, opt, state, kind, classes, source, p, p["epochs"], validate, monitor,
-                          names, scaler)
-    return clf
-
-
-def _to_local_device(group: ProcessGroup, clf: Any) -> None:
-    """A model loaded before this process chose its GPU sits on the default device: rebuild it on the
-    local rank's (through the file format's arrays, as unpickling does)."""
-    from .backends import simulator_enabled
-
-    group.use_device(clf.net_.backend)
-    if clf.net_.backend != "cuda" or simulator_enabled():
-        return
-    import cupy
-
-    if clf.net_._engine.params.device.id == cupy.cuda.Device().id:
-        return
-    from .persistence import from_arrays, to_arrays
-
-    moved = from_arrays(to_arrays(clf), "the loaded model", backend="cuda")
-    params = set(clf.get_params())
-    clf.__dict__.update({k: v for k, v in moved.__dict__.items() if k not in params})
-
-
-def _adopt(group: ProcessGroup, clf: Any) -> None:
-    """A model not trained by this group (loaded from a file): each rank takes its own shuffle
-    generator from the file; the world size must be the one that saved it, and every rank must hold
-    the same parameters."""
-    if getattr(clf, "_group", None) is group:
-        return
-
-    def check() -> None:
-        saved = clf._state.rank_rngs
-        n = 1 if saved is None else len(saved)
-        if n != group.size:
-            raise ValueError(
-                f"this model was trained by {n} process(es), and resuming it exactly needs the shuffle "
-                f"generator of each: resume it under mpiexec -n {n} (it is running under {group.size}), or "
-                "fit a new model")
-        if saved is not None and saved[0] != rng_to_dict(clf._state.rng):
-            raise ValueError(
-                f"this model was trained further by a single process after {n} processes saved it, so the "
-                "processes' shuffle generators in it are stale: fit a new model, or resume the file they saved")
-
-    group.agree(check, "checking the model to resume")
-    group.agree(lambda: _to_local_device(group, clf), "moving the model to this process's GPU")
-    group.check_devices()
-    crc = group.gather_rows(np.array([float(params_checksum(clf.net_._engine))]), "comparing the models")[:, 0]
-    if (crc != crc[0]).any():
-        r = int(np.flatnonzero(crc != crc[0])[0])
-        raise _every_rank(ValueError(
-            f"rank {r} of {group.size}: the model's parameters differ from rank 0's; every process must "
-            "load the same model file"))
-    clf._state.rng = rng_from_dict(clf._state.rank_rngs[group.rank])
-
-
-def partial_fit(clf: Any, group: ProcessGroup, X: Any, y: Any, classes: Any = None, epochs: int = 1,
-                monitor: Any = None) -> Any:
-    """``MLPClassifier.partial_fit`` on every rank of ``group``, each with its own rows (X, y)."""
-    from ._feature_names import check_feature_names
-    from .classifier import BINARY, MULTICLASS, MULTILABEL, _int
-
-    with group.guard():
-        p = _agreed_params(clf, group)
-        epochs = group.agree(lambda: _int("epochs", epochs, 1), "checking epochs")
-        fitted = group.allgather(hasattr(clf, "net_"), "checking which processes hold a fitted model")
-        if len(set(fitted)) > 1:
-            r = fitted.index(not fitted[0])
-            raise _every_rank(ValueError(
-                f"rank {r} of {group.size}: the model is {'' if fitted[r] else 'not '}fitted there but "
-                f"{'' if fitted[0] else 'not '}fitted on rank 0; every process must continue the same model"))
-        X_, y_, names = group.agree(lambda: _local_rows(X, y), "reading this process's rows")
-        names = _agreed_names(group, names)
-        if not fitted[0]:
-            group.agree(lambda: group.use_device(clf.backend), "choosing this process's GPU")
-            group.check_devices()
-
-            def first() -> tuple:
-                Xh, y_np, info = _local_inputs(clf, X_, y_)
-                if classes is None and info[1][0] != "indicator":
-                    raise ValueError("classes must be passed on the first call to partial_fit "
-                                     "(every label that will appear, e.g. np.unique(y_all))")
-                cls = None if classes is None else np.unique(np.asarray(classes))
-                if cls is not None and len(cls) < 2:
-                    raise ValueError(f"classes must hold at least two labels; got {cls.tolist()!r}")
-                return Xh, y_np, info, cls
-
-            Xh, y_np, info, cls = group.agree(first, "checking X, y and classes")
-            kind, union = _global_labels(group, info, need_two=False)
-            if kind != MULTILABEL:
-                every = group.allgather(cls, "comparing classes")
-                for r, c in enumerate(every):
-                    if not np.array_equal(c, every[0]):
-                        raise _every_rank(ValueError(
-                            f"rank {r} of {group.size}: classes {c.tolist()!r} differ from rank 0's "
-                            f"{every[0].tolist()!r}; pass the same classes everywhere"))
-                union = cls
-                kind = BINARY if len(cls) == 2 else MULTICLASS
-            T = group.agree(lambda: _encode(clf, y_np, Xh.shape[0], union), "encoding y")
-            net, state, _ = group.agree(lambda: clf._fresh(p, Xh.shape[1], T.shape[1]), "building the network")
-            _same_start(group, net, state, None)
-            scaler = _global_scaler(group, Xh, net.dtype) if clf.standardize else None
-            source = _source(group, net, Xh, T, p["batch_size"], scaler)
-            opt = clf._optimizer_for(net, p, _steps_as_rows(source, p))
-            _train_and_commit(clf, group, net, opt, state, kind, union, source, p, epochs, None, monitor, names, scaler)
-            return clf
-
-        def more() -> tuple:
-            clf._check_same_setup(p)
-            if names is not None or not hasattr(X, "read_all"):  # a data set's names are checked by reading
-                check_feature_names(clf, X)
-            Xh = clf._host_X(X_, clf.n_features_in_)
-            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), clf.classes_):
-                raise ValueError(f"classes {np.unique(classes).tolist()!r} differ from the fitted classes_ "
-                                 f"{clf.classes_.tolist()!r}")
-            y_np = _labels_array(y_)
-            if clf._label_kind == MULTILABEL and (y_np is None or y_np.ndim != 2):
-                raise ValueError("the model was fitted on a multi-label indicator matrix; y must be 2-D")
-            kind, _, T = clf._encode(y_np, Xh.shape[0], clf.classes_)
-            if kind != clf._label_kind:
-                raise ValueError(f"y is {kind} but the model was fitted on {clf._label_kind} targets")
-            return Xh, T
-
-        Xh, T = group.agree(more, "checking X and y")
-        _adopt(group, clf)
-        net, opt, state = clf.net_, clf._optimizer, clf._state
-        start = Snapshot(net._engine, opt)
-        start.capture(state)
-        try:
-            source = _source(group, net, Xh, T, p["batch_size"], clf._scaler)
-            opt.learning_rate = clf._learning_rate(p, _steps_as_rows(source, p))
-            opt.weight_decay = p["weight_decay"]
-            if clf.optimizer == "momentum":
-                opt.momentum = p["momentum"]
-            _train_and_commit(clf, group, net, opt, state, clf._label_kind, clf.classes_, source, p, epochs,
-                              None, monitor, getattr(clf, "feature_names_in_", None), clf._scaler)
-        except BaseException:
-            start.restore(state)  # every rank rolls back together (errors here are raised everywhere)
-            raise
-    return clf
-
-
-def save(clf: Any, path: Any) -> None:
-    """``MLPClassifier.save`` of a data-parallel model, on every rank: rank 0 writes the one file
-    (atomically, with every rank's shuffle generator in ``train_state.rank_rngs``); the others wait
-    and raise the same error if writing failed."""
-    from .persistence import save as write
-
-    group = clf._group
-    with group.guard():
-        group.agree(clf._check_fitted, "checking the model")
-        clf._state.rank_rngs = group.allgather(rng_to_dict(clf._state.rng), "gathering the shuffle generators")
-        group.agree(lambda: write(clf, path) if group.rank == 0 else None, f"saving {os.fspath(path)}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
-from .backends import make_engine, resolve_backend
+from .backends import resolve_backend
 from .plan import run
 
 DTYPES = ("float32", "float64")
@@ -53,6 +53,19 @@ def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype,
     if positive_class == 0:
         weights[-1] = (-weights[-1][0], weights[-1][1])
     return weights
+
+
+def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype) -> Any:
+    """A fresh ``Engine`` (``bp_gpu.engine``) for an already resolved backend name."""
+    from .engine import Engine
+
+    if backend == "cpu":
+        from .cpu_backend import CPU_STEPS
+
+        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu")
+    from .cuda_host import make_cuda_engine  # CuPy and the kernels load only for backend="cuda"
+
+    return make_cuda_engine(layer_sizes, dtype)
 
 
 class MLP:

@@ -1,4 +1,6 @@
-"""Saving and loading a fitted ``MLPClassifier``: a plain ``.npz`` file, never a pickle.
+"""The model file of a fitted ``MLPClassifier``: a plain ``.npz`` file, never a pickle. This module
+reads and writes a ``TrainedModel`` and the estimator's hyperparameters; ``MLPClassifier.save`` and
+``bp_gpu.load`` are the public calls.
 
 Format (version 2; version 1 files are read too). An uncompressed NumPy ``.npz`` (a zip of ``.npy``
 arrays, each with a CRC-32), read with ``allow_pickle=False`` so loading a file cannot run code:
@@ -36,25 +38,36 @@ with each ``W_l`` row-major, P the number of parameters.
 
 Files are written to a temporary file in the target directory and renamed over the target
 (``os.replace``), so a crash never leaves a half-written model under the final name; a killed
-writer's temporary is removed by the next save to the same path (``bp_gpu._files``).
+writer's temporary is removed by the next save to the same path (``bp_gpu._files``). The bytes
+depend on the model alone (every zip entry has the same fixed timestamp): the processes of a
+data-parallel job that all save the same model write identical files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from typing import Any
 
 import numpy as np
 
 from ._files import atomic_write
+from ._version import __version__
+from .hyperparams import OPTIMIZERS, checked, make_optimizer
+from .labels import BINARY, KINDS, MULTICLASS, MULTILABEL
+from .mlp import MLP
+from .standardize import Standardizer
+from .train import TrainState
+from .trained import TrainedModel
 
 FORMAT_NAME = "bp_gpu.MLPClassifier"
 FORMAT_VERSION = 2
 # Version 1 (bp_gpu 0.1) had no schedules: its optimizer record holds a float ``learning_rate``, and
 # its hyperparameters lack the ones added since (filled with their defaults when read).
 READABLE_VERSIONS = (1, 2)
+# Zip entries carry a modification time; a fixed one (the earliest a zip can hold) keeps the bytes a
+# function of the model alone.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 class ModelFileError(ValueError):
@@ -83,13 +96,11 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON-serialisable")
 
 
-def to_arrays(clf: Any) -> dict[str, np.ndarray]:
-    """The arrays of the file format for a fitted ``MLPClassifier`` (also its pickled state)."""
-    from . import __version__
-
-    clf._check_fitted()
-    net, opt = clf.net_, clf._optimizer
-    hyper = clf.get_params()
+def to_arrays(hyper: dict[str, Any], model: TrainedModel) -> dict[str, np.ndarray]:
+    """The arrays of the file format for a trained model and the estimator's hyperparameters
+    (``get_params()``); also the estimator's pickled state."""
+    net, opt = model.net, model.optimizer
+    hyper = dict(hyper)
     h = hyper["hidden_layer_sizes"]
     hyper["hidden_layer_sizes"] = (
         [int(h)] if isinstance(h, (int, np.integer)) else [int(n) for n in h]
@@ -101,10 +112,10 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
         "layer_sizes": list(net.layer_sizes),
         "positive_class": net.positive_class,
         "dtype": net.dtype.name,
-        "label_kind": clf._label_kind,
+        "label_kind": model.label_kind,
         "hyperparameters": hyper,
         "optimizer": {
-            "kind": clf._optimizer_name,
+            "kind": model.optimizer_name,
             "step_count": opt.step_count,
             "schedule": {
                 "kind": opt.schedule.name,
@@ -116,32 +127,41 @@ def to_arrays(clf: Any) -> dict[str, np.ndarray]:
             "momentum": getattr(opt, "momentum", 0.0),
             "weight_decay": opt.weight_decay,
         },
-        "train_state": clf._state.to_dict(),
-        "early_stopping_fit": hasattr(clf, "validation_scores_"),
-        "feature_names": [str(n) for n in clf.feature_names_in_] if hasattr(clf, "feature_names_in_") else None,
+        "train_state": model.state.to_dict(),
+        "early_stopping_fit": model.early_stopping,
+        "feature_names": None if model.feature_names is None else [str(n) for n in model.feature_names],
     }
     m, v = opt.state_arrays()
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT_NAME),
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "meta": np.array(json.dumps(meta, default=_json_default)),
-        "classes": _classes_array(clf.classes_),
+        "classes": _classes_array(model.classes),
         "optimizer_m": m,
         "optimizer_v": v,
     }
     for l, (W, b) in enumerate(net.get_weights(), start=1):
         arrays[f"W_{l}"], arrays[f"b_{l}"] = W, b
-    if clf.feature_mean_ is not None:
-        arrays["feature_mean"] = np.asarray(clf.feature_mean_, dtype=np.float64)
-        arrays["feature_std"] = np.asarray(clf.feature_std_, dtype=np.float64)
+    if model.scaler is not None:
+        arrays["feature_mean"] = np.asarray(model.scaler.mean64, dtype=np.float64)
+        arrays["feature_std"] = np.asarray(model.scaler.std64, dtype=np.float64)
     return arrays
 
 
-def save(clf: Any, path: Any) -> None:
-    """Write a fitted ``MLPClassifier`` to ``path`` (atomically; see the module docstring)."""
-    arrays = to_arrays(clf)
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
+def write(path: Any, arrays: dict[str, np.ndarray]) -> None:
+    """The arrays as an uncompressed ``.npz`` at ``path``, atomically (``bp_gpu._files``). What
+    ``numpy.savez`` writes, with a fixed timestamp on every entry (see the module docstring)."""
+    with atomic_write(path) as f, zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED,
+                                                  allowZip64=True) as z:
+        for key, a in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_TIME), "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(a), allow_pickle=False)
+
+
+def save(path: Any, hyper: dict[str, Any], model: TrainedModel) -> None:
+    """Write a trained model and its estimator's hyperparameters to ``path`` (atomically; see the
+    module docstring). A local call: it never waits on other processes."""
+    write(path, to_arrays(hyper, model))
 
 
 def _schedule(kind: str, peak: float, warmup_steps: int, total_steps: int, final: float) -> Any:
@@ -154,7 +174,7 @@ def _schedule(kind: str, peak: float, warmup_steps: int, total_steps: int, final
     return getattr(optim, kind)(peak, warmup_steps, total_steps, final)
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
+def read(path: str) -> dict[str, np.ndarray]:
     """Every array of the .npz, read (and CRC-checked) now; errors become ModelFileError."""
     try:
         f = np.load(path, allow_pickle=False)
@@ -182,21 +202,12 @@ def _read(path: str) -> dict[str, np.ndarray]:
         ) from None
 
 
-def load(path: Any, backend: str | None = None) -> Any:
-    """Read a model written by ``MLPClassifier.save``; every part is validated.
-
-    ``backend`` overrides the saved ``backend`` hyperparameter (e.g. ``"cpu"`` to load a model
-    trained on a GPU on a machine without one). Raises ``ModelFileError`` naming what is wrong.
-    """
-    path = os.fspath(path)
-    return from_arrays(_read(path), path, backend)
-
-
-def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = None) -> Any:
-    """A fitted ``MLPClassifier`` from the format's arrays; ``path`` names the source in errors."""
-    from .classifier import BINARY, MULTICLASS, MULTILABEL, OPTIMIZERS, MLPClassifier, make_optimizer
-    from .mlp import MLP
-    from .train import TrainState
+def from_arrays(arrays: dict[str, np.ndarray], path: str, defaults: dict[str, Any], backend: str | None = None
+                ) -> tuple[dict[str, Any], TrainedModel]:
+    """``(hyperparameters, trained model)`` from the format's arrays, every part validated.
+    ``path`` names the source in errors; ``defaults`` are the estimator's default hyperparameters
+    (for those a file lacks: it was written before they existed); ``backend`` overrides the saved
+    ``backend`` hyperparameter."""
 
     def need(key: str) -> np.ndarray:
         if key not in arrays:
@@ -252,12 +263,11 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         raise ModelFileError(
             f"{path}: the 'meta' record is malformed ({type(exc).__name__}: {exc})"
         ) from None
-    if kind not in (BINARY, MULTICLASS, MULTILABEL):
+    if kind not in KINDS:
         raise ModelFileError(
             f"{path}: label_kind {kind!r} is not one of binary, multiclass, multilabel"
         )
 
-    defaults = MLPClassifier().get_params()
     known = set(defaults)
     if "random_state" not in hyper:  # written before random_state replaced seed: its seed is the int
         hyper["random_state"], hyper["seed"] = hyper.get("seed"), None
@@ -268,12 +278,11 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
         hyper["hidden_layer_sizes"] = tuple(hyper["hidden_layer_sizes"])
     if backend is not None:
         hyper["backend"] = backend
-    clf = MLPClassifier(**hyper)
     try:
-        clf._checked_params()
+        checked(hyper)
         if len(sizes) < 2:
             raise ValueError(f"layer_sizes {sizes} needs at least 2 entries")
-        net = MLP(sizes, positive_class=positive_class, dtype=dtype, backend=clf.backend, seed=0)
+        net = MLP(sizes, positive_class=positive_class, dtype=dtype, backend=hyper["backend"], seed=0)
         weights = [(need(f"W_{l}"), need(f"b_{l}")) for l in range(1, len(sizes))]
         for (W, b), name in zip(weights, range(1, len(sizes))):
             if W.dtype != dtype or b.dtype != dtype:
@@ -305,14 +314,11 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, backend: str | None = 
             f"{path}: train_state has n_iter={state.n_iter} but {len(state.loss_curve)} loss values"
         )
     scaler = _standardizer(arrays, path, sizes[0], dtype, bool(hyper["standardize"]))
-    clf._commit(net, opt, state, kind, classes, early=early, feature_names=names, scaler=scaler)
-    return clf
+    return hyper, TrainedModel(net, opt, opt_kind, state, kind, classes, scaler, names, early_stopping=early)
 
 
 def _standardizer(arrays: dict[str, np.ndarray], path: str, n_features: int, dtype: np.dtype, wanted: bool) -> Any:
     """The model's standardisation from the optional ``feature_mean``/``feature_std`` arrays."""
-    from .classifier import Standardizer
-
     have = [k for k in ("feature_mean", "feature_std") if k in arrays]
     if not have:
         if wanted:

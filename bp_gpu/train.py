@@ -95,7 +95,9 @@ class TrainState:
     """The host side of training that a checkpoint must keep to resume exactly.
 
     ``rank_rngs``: data-parallel training only (``bp_gpu.distributed``): every process's shuffle
-    generator as ``rng_to_dict`` writes it, in rank order, gathered when the model is saved."""
+    generator as ``rng_to_dict`` writes it, in rank order, gathered after every epoch, so that any
+    process can save the model with all it needs to resume. ``rank``: this process's place in them
+    (not saved): a file holds rank 0's generator as ``rng``, so every process writes the same file."""
 
     rng: np.random.Generator
     n_iter: int = 0
@@ -104,6 +106,7 @@ class TrainState:
     best_validation_score: float | None = None
     no_improvement: int = 0
     rank_rngs: list[dict[str, Any]] | None = None
+    rank: int = 0
 
     def copy(self) -> TrainState:
         return copy.deepcopy(self)
@@ -111,7 +114,7 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (see ``rng_to_dict``)."""
         d = {
-            "rng": rng_to_dict(self.rng),
+            "rng": rng_to_dict(self.rng) if self.rank == 0 or self.rank_rngs is None else self.rank_rngs[0],
             "n_iter": self.n_iter,
             "loss_curve": list(self.loss_curve),
             "validation_scores": list(self.validation_scores),
@@ -283,6 +286,7 @@ class ArraySource:
     def __init__(self, engine: Any, X: Any, T: Any, batch_size: int, placement: str = "auto") -> None:
         self.n_rows = int(X.shape[0])
         self.batch_size = min(batch_size, self.n_rows)
+        self.steps_per_epoch = -(-self.n_rows // self.batch_size)
         self.batches = make_batches(engine, X, T, self.batch_size, placement)
 
     def epoch(self, rng: np.random.Generator, order: np.ndarray | None = None) -> Iterator[tuple[Any, Any]]:

@@ -212,3 +212,26 @@ def test_features_that_overflow_float32_are_refused_before_training(rng):
     fitted = MLPClassifier(**{**KW, "dtype": "float32"}).fit(X[:10] * 0, y[:10])
     with pytest.raises(ValueError, match="does not fit in float32"):
         fitted.predict(X)
+
+
+@pytest.mark.filterwarnings(NO_NAMES)
+@pytest.mark.parametrize("early", [False, True])
+def test_arrays_from_arrays_and_parquet_train_through_one_pipeline(tmp_path, rng, early):
+    """One training path whatever the input: a Parquet file and ``from_arrays`` with the same chunks
+    read the same batches (the order bp_gpu.data.batches documents) and train to the same weights bit
+    for bit, standardisation and early stopping's held-out chunks included; the arrays themselves
+    (another documented order, a permutation of rows) give the same model as the data sets wherever
+    the order cannot matter: one batch per epoch, whose rows are summed (to rounding)."""
+    X, y = _problem(rng, n=300)
+    kw = dict(KW, standardize=True, early_stopping=early, n_iter_no_change=50, epochs=4)
+    pq_model = MLPClassifier(**kw).fit(_parquet(tmp_path / "d.parquet", X, y, row_group=60))
+    mem_model = MLPClassifier(**kw).fit(bd.from_arrays(X, y, chunk_rows=60))
+    for (Wa, ba), (Wb, bb) in zip(pq_model.net_.get_weights(), mem_model.net_.get_weights()):
+        assert (Wa == Wb).all() and (ba == bb).all()
+    assert pq_model.loss_curve_ == mem_model.loss_curve_
+    assert getattr(pq_model, "validation_scores_", None) == getattr(mem_model, "validation_scores_", None)
+
+    whole = dict(KW, standardize=True, batch_size=len(X), epochs=4)
+    arrays = MLPClassifier(**whole).fit(X, y)
+    for data in (bd.from_arrays(X, y, chunk_rows=60), _parquet(tmp_path / "d.parquet", X, y, row_group=60)):
+        _same_model(MLPClassifier(**whole).fit(data), arrays, rtol=1e-11)

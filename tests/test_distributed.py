@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import bp_gpu
-from bp_gpu.classifier import make_optimizer
+from bp_gpu.hyperparams import make_optimizer
 
 pytest.importorskip("sklearn")  # MLPClassifier's conventions are tested with it elsewhere; keep one setup
 
@@ -52,6 +52,15 @@ def _data(n=97, d=5, seed=0):
 
 def _weights(clf):
     return [a for pair in clf.net_.get_weights() for a in pair]
+
+
+def _on(group, clf, monkeypatch):
+    """``clf`` set to train data-parallel on ``group`` (a group of this process alone) in place of
+    MPI.COMM_WORLD's."""
+    from bp_gpu import distributed as D
+
+    monkeypatch.setattr(D, "world_group", lambda: group)
+    return clf.set_params(distributed=True)
 
 
 # -- in this process ----------------------------------------------------------------------------------
@@ -90,7 +99,7 @@ def test_one_process_trains_as_without_distributed():
 
 
 @needs_mpi4py
-def test_one_rank_group_runs_the_data_parallel_path_bit_for_bit(tmp_path):
+def test_one_rank_group_runs_the_data_parallel_path_bit_for_bit(tmp_path, monkeypatch):
     """Every collective of the data-parallel path on a one-rank group (MPI.COMM_SELF) must leave the
     numbers of plain training unchanged: fit with early stopping, save, load, resume."""
     from mpi4py import MPI
@@ -101,36 +110,35 @@ def test_one_rank_group_runs_the_data_parallel_path_bit_for_bit(tmp_path):
     params = dict(BASE, optimizer="adam", early_stopping=True, n_iter_no_change=2, epochs=6)
     group = D.ProcessGroup(MPI.COMM_SELF)
     plain = bp_gpu.MLPClassifier(**params).fit(X, y)
-    dp = D.fit(bp_gpu.MLPClassifier(**params), group, X, y)
-    assert dp._group is group
+    dp = _on(group, bp_gpu.MLPClassifier(**params), monkeypatch).fit(X, y)
+    assert dp._trained.group is group
     assert plain.loss_curve_ == dp.loss_curve_ and plain.validation_scores_ == dp.validation_scores_
     assert all((p == q).all() for p, q in zip(_weights(plain), _weights(dp)))
 
-    dp.save(tmp_path / "m.npz")  # through distributed.save: gathers the generators
+    dp.save(tmp_path / "m.npz")  # a local call; the model holds the generators gathered after each epoch
     loaded = bp_gpu.load(tmp_path / "m.npz")
     assert loaded._state.rank_rngs is not None and len(loaded._state.rank_rngs) == 1
-    D.partial_fit(loaded, group, X, y, epochs=2)
+    _on(group, loaded, monkeypatch).partial_fit(X, y, epochs=2)
     plain.partial_fit(X, y, epochs=2)
     assert loaded.loss_curve_ == plain.loss_curve_
     assert all((p == q).all() for p, q in zip(_weights(plain), _weights(loaded)))
 
 
 @needs_mpi4py
-def test_resuming_under_another_world_size_is_refused(tmp_path):
+def test_resuming_under_another_world_size_is_refused(tmp_path, monkeypatch):
     from mpi4py import MPI
 
     from bp_gpu import distributed as D
-    from bp_gpu.persistence import save
 
     X, y = _data()
     group = D.ProcessGroup(MPI.COMM_SELF)
-    clf = D.fit(bp_gpu.MLPClassifier(**BASE), group, X, y)
+    clf = _on(group, bp_gpu.MLPClassifier(**BASE), monkeypatch).fit(X, y)
     clf._state.rank_rngs = [D.rng_to_dict(clf._state.rng)] * 2  # as if saved by two processes
-    save(clf, tmp_path / "two.npz")
+    clf.save(tmp_path / "two.npz")
     loaded = bp_gpu.load(tmp_path / "two.npz")
     weights = _weights(loaded)
     with pytest.raises(ValueError, match=r"rank 0 of 1: this model was trained by 2 process\(es\).*mpiexec -n 2"):
-        D.partial_fit(loaded, group, X, y)
+        _on(group, loaded, monkeypatch).partial_fit(X, y)
     assert all((p == q).all() for p, q in zip(weights, _weights(loaded)))
     assert loaded.n_iter_ == 3
 
@@ -213,7 +221,7 @@ def test_gpu_reducers_with_a_stand_in_for_cupy(monkeypatch):
 
 
 @needs_mpi4py
-def test_resuming_after_single_process_training_is_refused(tmp_path):
+def test_resuming_after_single_process_training_is_refused(tmp_path, monkeypatch):
     """A data-parallel file trained further by one process holds stale per-process generators."""
     from mpi4py import MPI
 
@@ -221,11 +229,11 @@ def test_resuming_after_single_process_training_is_refused(tmp_path):
 
     X, y = _data()
     group = D.ProcessGroup(MPI.COMM_SELF)
-    D.fit(bp_gpu.MLPClassifier(**BASE), group, X, y).save(tmp_path / "m.npz")
+    _on(group, bp_gpu.MLPClassifier(**BASE), monkeypatch).fit(X, y).save(tmp_path / "m.npz")
     loaded = bp_gpu.load(tmp_path / "m.npz")
-    loaded.partial_fit(X, y)  # plain training: distributed=False
+    loaded.set_params(distributed=False).partial_fit(X, y)  # plain training
     with pytest.raises(ValueError, match="trained further by a single process"):
-        D.partial_fit(loaded, group, X, y)
+        _on(group, loaded, monkeypatch).partial_fit(X, y)
 
 
 # -- MPI jobs ------------------------------------------------------------------------------------------
@@ -304,11 +312,14 @@ def _union_reference(X, y, bounds, name, extra, epochs):
     """One process stepping on the union of every rank's batch at each step (the ranks' batch orders
     drawn as the data-parallel run draws them)."""
     from bp_gpu.distributed import rank_generator
+    from bp_gpu.hyperparams import checked
+    from bp_gpu.labels import LabelEncoder, check_labels, join_labels
+    from bp_gpu.pipeline import fresh
 
     clf = bp_gpu.MLPClassifier(optimizer=name, **{**BASE, **extra, "epochs": epochs})
-    p = clf._checked_params()
-    _, _, T = clf._encode(y, len(y))
-    net, state, _ = clf._fresh(p, X.shape[1], T.shape[1])
+    p = checked(clf.get_params())
+    T = LabelEncoder(*join_labels([check_labels(y, len(y))[1]]), np.float64)(y)
+    net, state, _ = fresh(p, np.random.SeedSequence(BASE["random_state"]), X.shape[1], T.shape[1])
     world = len(bounds) - 1
     rngs = [rank_generator(state.rng, r) for r in range(world)]
     opt = make_optimizer(name, net, p["learning_rate"], p["momentum"], p["weight_decay"])
@@ -440,6 +451,41 @@ def test_ctrl_c_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
     model = bp_gpu.load(tmp_path / "checkpoint.npz")
     assert model.n_iter_ >= 1 and len(model._state.rank_rngs) == 2
     _assert_no_orphans(str(tmp_path), proxies)
+
+
+@needs_mpiexec
+def test_saving_is_local_on_any_rank_and_every_rank_writes_the_same_bytes(tmp_path):
+    """``if rank == 0: clf.save(path)`` (DDP's and Horovod's idiom), a non-zero rank alone, and every
+    rank at once to one shared path: nothing waits on the other processes, every file is the same
+    bytes, and the file rank 1 wrote alone resumes the 2-process job exactly (2 + 2 epochs = 4)."""
+    _job(2, "save_checks.py", tmp_path, timeout=120)
+    files = ["by_rank0.npz", "by_rank1.npz", "shared.npz", "own0.npz", "own1.npz"]
+    first = (tmp_path / files[0]).read_bytes()
+    for f in files[1:]:
+        assert (tmp_path / f).read_bytes() == first, f
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    model = bp_gpu.load(tmp_path / "shared.npz")
+    assert model.n_iter_ == 2 and len(model._state.rank_rngs) == 2
+    for r in range(2):
+        got = dict(np.load(tmp_path / f"rank{r}.npz"))
+        assert (got["resumed_loss"] == got["whole_loss"]).all()
+        for k in range(4):
+            assert (got[f"resumed{k}"] == got[f"whole{k}"]).all(), (r, k)
+
+
+@needs_mpiexec
+def test_one_process_under_mpiexec_with_distributed_equals_plain_training(tmp_path):
+    """A world of one process is a group of one: arrays with early stopping and standardisation, a
+    streamed data set, partial_fit, save and resume give plain training's numbers bit for bit."""
+    _job(1, "one_process.py", tmp_path, timeout=120)
+    r = subprocess.run([PY, str(JOBS / "one_process.py"), str(tmp_path), "plain"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    for case in ("early", "dataset", "resumed"):
+        dp, plain = dict(np.load(tmp_path / f"{case}_dp.npz")), dict(np.load(tmp_path / f"{case}_plain.npz"))
+        assert dp.keys() == plain.keys()
+        for k in dp:
+            assert (dp[k] == plain[k]).all(), (case, k)
 
 
 @needs_mpiexec

@@ -293,4 +293,5 @@ def test_backend_override(tmp_path, saved):
 
 
 def test_to_arrays_has_no_object_arrays(fitted):
-    assert all(a.dtype.kind != "O" for a in to_arrays(fitted[0]).values())
+    clf = fitted[0]
+    assert all(a.dtype.kind != "O" for a in to_arrays(clf.get_params(), clf._trained).values())

@@ -4,7 +4,7 @@ Under ``mpiexec -n N bp-gpu train DATA --target COL ... --distributed`` every pr
 with ``bp_gpu.data`` and reads only its own part (``Dataset.shard(rank, N)``: a row range of a
 memory-mapped ``.npy``/``.npz``, a range of a CSV's byte chunks, of Parquet row groups or Arrow
 record batches), then trains ``MLPClassifier(distributed=True)`` on it. Rank 0 alone prints and
-draws the progress bar; saving and checkpoints are collective (rank 0 writes the file). An error
+draws the progress bar; rank 0 alone writes the checkpoints and the model (saving is a local call). An error
 in the input is printed once and every process exits with status 1; an error on one process only,
 or Ctrl-C, ends the whole job (``MPI_Abort``; status 130 for Ctrl-C).
 """
@@ -43,15 +43,13 @@ def _open_shard(args: argparse.Namespace, rank: int, world: int, model: Any = No
 
 
 def run_distributed(args: argparse.Namespace) -> int:
-    """``bp-gpu train`` with ``--distributed`` (a single process trains as without it)."""
+    """``bp-gpu train`` with ``--distributed`` (a single process is a group of one)."""
     from ..distributed import raised_on_every_rank, world_group
 
     try:
         group = world_group()
     except ImportError as exc:
         raise CLIError(str(exc)) from None
-    if group is None:
-        return _train(args, None)
     with group.guard():
         try:
             return _train(args, group)
@@ -62,24 +60,19 @@ def run_distributed(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, group: Any) -> int:
-    from ..classifier import MLPClassifier
-    from ..persistence import load
+    from ..classifier import MLPClassifier, load
     from ._progress import ProgressMonitor, save_curves
-    from .train import resume_options
+    from ._resume import resume_options
 
-    rank, world = (group.rank, group.size) if group is not None else (0, 1)
-
-    def agree(fn: Any, what: str) -> Any:
-        return fn() if group is None else group.agree(fn, what)
+    rank, world, agree = group.rank, group.size, group.agree
 
     def total(*values: float) -> np.ndarray:
         a = np.array(values, dtype=np.float64)
-        if group is not None:
-            group.sum(a, "summing over the processes")
+        group.sum(a, "summing over the processes")
         return a
 
-    if group is not None:  # before any device memory (a --resume model is loaded onto the current GPU)
-        agree(lambda: group.use_device(args.backend), "choosing this process's GPU")
+    # Before any device memory (a --resume model is loaded onto the current GPU).
+    agree(lambda: group.use_device(args.backend), "choosing this process's GPU")
     if args.resume:
         clf = agree(lambda: load(args.resume, backend=args.backend if "backend" in args.given else None),
                     f"loading {args.resume}")
@@ -88,7 +81,7 @@ def _train(args: argparse.Namespace, group: Any) -> int:
         remaining = args.epochs - clf.n_iter_
         if remaining < 1:  # the same file on every process: the same verdict
             err = CLIError(f"{args.resume} has already trained {clf.n_iter_} epochs; ask for more with --epochs")
-            raise err if group is None else group.everywhere(err)
+            raise group.everywhere(err)
     else:
         clf = MLPClassifier(
             hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
@@ -103,9 +96,11 @@ def _train(args: argparse.Namespace, group: Any) -> int:
     n_train = n_rows
     if clf.early_stopping and not args.resume:
         n_train -= int(round(args.validation_fraction * n_train))
+    # Rank 0 alone writes checkpoints and the model: saving is local, and its file holds every
+    # process's shuffle generator.
     monitor = ProgressMonitor(
         n_train, remaining, quiet=args.quiet or rank != 0,
-        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
+        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every and rank == 0 else None,
     )
     t0 = time.perf_counter()
     try:
@@ -117,7 +112,8 @@ def _train(args: argparse.Namespace, group: Any) -> int:
         monitor.close()
     seconds = time.perf_counter() - t0
     done = clf.n_iter_ - (args.epochs - remaining)
-    clf.save(args.out)
+    if rank == 0:
+        clf.save(args.out)
     hits = total(round(clf.score(data) * data.n_rows))[0]
     if rank == 0:
         rate = done * n_train / seconds if seconds > 0 else float("nan")

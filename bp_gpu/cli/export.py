@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..persistence import load
+    from ..classifier import load
     from . import CLIError
 
     clf = load(args.model, backend="cpu")  # exporting reads the weights only: no GPU needed

@@ -97,7 +97,7 @@ class ParquetRows:
 
 def _check_targets(clf: Any, data: Any) -> None:
     """Before anything is predicted: the target's labels must be comparable with the classes."""
-    from ..classifier import MULTILABEL, check_labels_against
+    from ..labels import MULTILABEL, check_labels_against
     from . import CLIError
 
     if clf._label_kind == MULTILABEL:
@@ -116,8 +116,8 @@ def _check_targets(clf: Any, data: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._files import atomic_write, check_writable
-    from ..classifier import MULTILABEL
-    from ..persistence import load
+    from ..classifier import load
+    from ..labels import MULTILABEL, predictions
     from . import CLIError
     from ._dataset import open_data
 
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         writer = make_writer()
         try:
             for P, chunk in clf.iter_predict_proba(data):
-                pred = clf._predict_from(P)
+                pred = predictions(clf._label_kind, clf.classes_, P)
                 cols = [pred[:, k] for k in range(K)] if multilabel else [pred]
                 if args.proba:
                     P = P.astype(dtype)  # float32 probabilities for a float32 model: what it computed

@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 
-from . import CLIError, UsageError
+from . import CLIError
 from ._dataset import add_data_options
 
 
@@ -184,50 +184,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _shown(dest: str, value: object) -> str:
-    if dest == "hidden":
-        return ",".join(map(str, value)) or "none"
-    return str(value)
-
-
-def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
-    """Check the options given with ``--resume`` against the loaded model ``clf``: those its saved
-    state decides (architecture, optimizer, dtype, seed, standardisation) must agree with it, early stopping cannot
-    apply (``partial_fit`` never stops early); the ones that may change between ``partial_fit``
-    calls are set on ``clf``, and its ``epochs`` to ``--epochs``, the total to train to. Returns the
-    changed options as ``--option value`` strings; raises UsageError."""
-    for dest in ("early_stopping", "validation_fraction"):
-        if dest in args.given:
-            raise UsageError(
-                f"--{dest.replace('_', '-')} cannot be used with --resume: a resumed run trains on all "
-                "rows and never stops early"
-            )
-    saved = {"hidden": tuple(clf.net_.layer_sizes[1:-1]), "optimizer": clf.optimizer,
-             "dtype": clf.net_.dtype.name, "seed": clf.random_state, "standardize": clf.feature_mean_ is not None}
-    bad = [f"--{dest} {_shown(dest, getattr(args, dest))} (the model has {_shown(dest, have)})"
-           for dest, have in saved.items() if dest in args.given and getattr(args, dest) != have]
-    if bad:
-        raise UsageError(
-            f"--resume {args.resume} continues the saved model, and these options contradict it: "
-            f"{', '.join(bad)}; drop them, or train a new model without --resume"
-        )
-    applied = []
-    for dest in ("learning_rate", "momentum", "batch_size", "weight_decay", "backend"):
-        if dest in args.given:
-            applied.append(f"--{dest.replace('_', '-')} {getattr(args, dest)}")
-            if dest != "backend":  # the backend was applied by load
-                clf.set_params(**{dest: getattr(args, dest)})
-    # --epochs is the total the resumed run trains to: the saved model then says how it was trained.
-    clf.set_params(epochs=args.epochs)
-    return applied
-
-
 def run(args: argparse.Namespace) -> int:
     from .._files import check_writable
-    from ..classifier import MLPClassifier
-    from ..persistence import load
+    from ..classifier import MLPClassifier, load
     from ._dataset import open_data
     from ._progress import ProgressMonitor, save_curves
+    from ._resume import resume_options
 
     for path in (args.out, args.plot):
         if path:

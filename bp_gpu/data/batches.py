@@ -50,14 +50,24 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..cpu_steps import take_rows
 
-if TYPE_CHECKING:
-    from .dataset import Dataset
+
+class Chunked(Protocol):
+    """What the reader needs of a ``bp_gpu.data.Dataset`` (whose ``batches`` calls into this module,
+    so this module names the interface rather than importing the class)."""
+
+    n_chunks: int
+    n_features: int
+    target: str | None
+
+    def chunk_rows(self) -> np.ndarray: ...
+
+    def _read_into(self, i: int, out: np.ndarray) -> Any: ...
 
 THREAD_NAME = "bp_gpu.data.batches"
 
@@ -155,7 +165,7 @@ class BatchReader:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Chunked,
         batch_size: int,
         *,
         shuffle_buffer: int = 4,
@@ -322,7 +332,7 @@ def _produce_epoch(fill: _Fill, order: np.ndarray, seed: int, q: queue.SimpleQue
 
 
 def epoch_batches(
-    dataset: Dataset,
+    dataset: Chunked,
     batch_size: int,
     *,
     rng: np.random.Generator,

@@ -1,0 +1,45 @@
+"""``bp-gpu train --resume``: the options given with it, checked against the saved model."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import UsageError
+
+
+def _shown(dest: str, value: object) -> str:
+    if dest == "hidden":
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
+    """Check the options given with ``--resume`` against the loaded model ``clf``: those its saved
+    state decides (architecture, optimizer, dtype, seed, standardisation) must agree with it, early stopping cannot
+    apply (``partial_fit`` never stops early); the ones that may change between ``partial_fit``
+    calls are set on ``clf``, and its ``epochs`` to ``--epochs``, the total to train to. Returns the
+    changed options as ``--option value`` strings; raises UsageError."""
+    for dest in ("early_stopping", "validation_fraction"):
+        if dest in args.given:
+            raise UsageError(
+                f"--{dest.replace('_', '-')} cannot be used with --resume: a resumed run trains on all "
+                "rows and never stops early"
+            )
+    saved = {"hidden": tuple(clf.net_.layer_sizes[1:-1]), "optimizer": clf.optimizer,
+             "dtype": clf.net_.dtype.name, "seed": clf.random_state, "standardize": clf.feature_mean_ is not None}
+    bad = [f"--{dest} {_shown(dest, getattr(args, dest))} (the model has {_shown(dest, have)})"
+           for dest, have in saved.items() if dest in args.given and getattr(args, dest) != have]
+    if bad:
+        raise UsageError(
+            f"--resume {args.resume} continues the saved model, and these options contradict it: "
+            f"{', '.join(bad)}; drop them, or train a new model without --resume"
+        )
+    applied = []
+    for dest in ("learning_rate", "momentum", "batch_size", "weight_decay", "backend"):
+        if dest in args.given:
+            applied.append(f"--{dest.replace('_', '-')} {getattr(args, dest)}")
+            if dest != "backend":  # the backend was applied by load
+                clf.set_params(**{dest: getattr(args, dest)})
+    # --epochs is the total the resumed run trains to: the saved model then says how it was trained.
+    clf.set_params(epochs=args.epochs)
+    return applied
