@@ -236,6 +236,15 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         tags.classifier_tags.multi_label = True
         return tags
 
+    def set_params(self, **params: Any) -> MLPClassifier:
+        """Set parameters (scikit-learn's ``set_params``). While the deprecated ``seed`` lives, a
+        ``random_state`` set here, after construction, replaces it (scikit-learn's ``clone`` then
+        ``set_random_state`` does this to every estimator); giving both in one call, as in the
+        constructor, is still an error at ``fit``."""
+        if params.get("random_state") is not None and "seed" not in params:
+            params["seed"] = None
+        return super().set_params(**params)
+
     # -- training: one path (bp_gpu.pipeline) ------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, monitor: TrainingMonitor | None = None) -> MLPClassifier:
         """Train a new network from scratch on ``(X, y)``, or on a ``bp_gpu.data`` data set given as

@@ -283,6 +283,27 @@ def test_seed_is_a_deprecated_alias_of_random_state(rng):
         MLPClassifier(seed=3, random_state=3, **kw).fit(X, y)
 
 
+def test_a_random_state_set_later_replaces_the_deprecated_seed(rng):
+    """scikit-learn's clone then set_random_state (what check_estimator does to every estimator) on a
+    model built with seed=: the later random_state wins, with no error and no deprecation warning."""
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.utils._testing import set_random_state
+
+    X, y = _small(rng)
+    kw = {k: v for k, v in KW.items() if k != "random_state"}
+    est = clone(MLPClassifier(epochs=2, seed=0, **kw))
+    set_random_state(est, random_state=11)
+    assert est.get_params()["seed"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        est.fit(X, y)
+    _assert_same_model(est, MLPClassifier(epochs=2, random_state=11, **kw).fit(X, y))
+    with pytest.raises(ValueError, match="seed is a deprecated alias of random_state; give random_state only"):
+        MLPClassifier(epochs=2, **kw).set_params(seed=3, random_state=3).fit(X, y)
+
+
 def test_feature_names_follow_scikit_learn(cancer):
     pd = pytest.importorskip("pandas")
     from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
