@@ -13,6 +13,7 @@ device: always for host arrays, and for device arrays where the caller reads the
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -73,21 +74,37 @@ def _first_bad(mask: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, mask.shape))
 
 
-def _numeric(x: Any, name: str) -> Any:
+def numeric(x: Any, name: str) -> Any:
+    """x as an array of numbers, by one rule for every input (features, targets, weights; the
+    ``.npy`` reader and scikit-learn's ``check_array`` refuse text too): a numeric dtype as it is; an
+    object array whose entries are all numbers as float64, else an error at the first entry that is
+    not one; text (a string dtype) is refused, even when it spells numbers."""
     xp = array_module(x)
     if xp is np:
         try:
             x = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
             raise ValueError(f"{name} could not be read as an array: {exc}") from None
-    if x.dtype.kind not in "biuf":
-        if x.dtype.kind in "OUS" and xp is np:
+    if x.dtype.kind in "biuf":
+        return x
+    if x.dtype.kind == "O" and xp is np:
+        is_number = np.frompyfunc(lambda v: isinstance(v, (numbers.Real, np.bool_)), 1, 1)(x).astype(bool)
+        if not is_number.all():
+            where = _first_bad(~is_number)
+            at, v = f"{name}[{', '.join(map(str, where))}]", x[where]
+            if isinstance(v, (str, bytes)):
+                raise TypeError(f"{at} = {v!r} is text, not a number; {name} must be numeric (convert it first, e.g. "
+                                f"{name}.astype(float))")
             try:
-                return x.astype(np.float64)
-            except (TypeError, ValueError):
-                pass
-        raise TypeError(f"{name} must be numeric; got an array of dtype {x.dtype}")
-    return x
+                float(v)
+            except (TypeError, ValueError) as exc:  # Python's own words for what the entry is
+                raise TypeError(f"{at} = {v!r}: {exc}; {name} must be numeric") from None
+            raise TypeError(f"{at} = {v!r} is a {type(v).__name__}, not a number; {name} must be numeric")
+        return x.astype(np.float64)
+    if x.dtype.kind in "US":
+        raise TypeError(f"{name} must be numeric; got an array of dtype {x.dtype} (text): convert it to numbers "
+                        f"first (e.g. {name}.astype(float))")
+    raise TypeError(f"{name} must be numeric; got an array of dtype {x.dtype}")
 
 
 def _check_finite(x: Any, name: str) -> None:
@@ -111,7 +128,7 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, xp: Any, name: str 
                    values: bool | None = True) -> Any:
     """X as a C-contiguous (n, n_features) array of ``dtype`` in ``xp``, or a clear error.
     ``values``: check that X is finite (None: only a host array, see the module docstring)."""
-    X = _numeric(as_array(X, xp, name), name)
+    X = numeric(as_array(X, xp, name), name)
     if X.ndim != 2:
         hint = ""
         if X.ndim == 1:
@@ -173,7 +190,7 @@ def check_targets(t: Any, n_samples: int, n_outputs: int, dtype: np.dtype, xp: A
                   values: bool | None = True) -> Any:
     """t as a C-contiguous (n, n_outputs) array of ``dtype`` in ``xp`` holding only 0 and 1.
     ``values``: as for ``check_features``."""
-    t = _numeric(as_array(t, xp, name), name)
+    t = numeric(as_array(t, xp, name), name)
     if not (t.ndim == 2 and t.shape[1] == n_outputs) and not (t.ndim == 1 and n_outputs == 1):
         expect = f"(n,) or (n, {n_outputs})" if n_outputs == 1 else f"(n, {n_outputs})"
         raise ValueError(

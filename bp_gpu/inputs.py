@@ -57,8 +57,7 @@ def check_X(X: Any, n_features: int | None = None) -> Any:
         X = np.asarray(X)
         if X.dtype.kind == "c":
             raise ValueError("Complex data not supported: X must be real")
-        if X.dtype.kind in "OUS":
-            X = X.astype(np.float64)  # a non-number raises numpy's own precise message
+        X = V.numeric(X, "X")
     if X.ndim != 2:
         raise ValueError(f"Expected 2-D X (n_samples, n_features), got {X.ndim}-D with shape {X.shape}. Reshape your "
                          "data: X.reshape(-1, 1) if it holds one feature, X.reshape(1, -1) if it holds one sample.")

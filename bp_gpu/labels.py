@@ -97,7 +97,7 @@ def check_labels(y: Any, n_rows: int, classes: np.ndarray | None = None) -> tupl
     if y.shape[0] != n_rows:
         raise ValueError(f"y has {y.shape[0]} rows but X has {n_rows}; they must match")
     if y.ndim == 2:
-        Y = V._numeric(y, "y")
+        Y = V.numeric(y, "y")
         V._check_finite(Y, "y")
         bad = (Y != 0) & (Y != 1)
         if bad.any():

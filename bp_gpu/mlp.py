@@ -139,8 +139,8 @@ class MLP:
         for l, (pair, (o, i)) in enumerate(zip(weights, self._engine.shapes)):
             if not hasattr(pair, "__len__") or len(pair) != 2:
                 raise ValueError(f"weights[{l}] must be a (W, b) pair")
-            W = V._numeric(V.to_numpy(pair[0]), f"weights[{l}][0] (W)")
-            b = V._numeric(V.to_numpy(pair[1]), f"weights[{l}][1] (b)")
+            W = V.numeric(V.to_numpy(pair[0]), f"weights[{l}][0] (W)")
+            b = V.numeric(V.to_numpy(pair[1]), f"weights[{l}][1] (b)")
             if W.shape != (o, i):
                 raise ValueError(f"weights[{l}][0] (W) must have shape {(o, i)} (N_{l + 1}, N_{l}); got {W.shape}")
             if b.shape != (o,):

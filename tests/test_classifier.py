@@ -601,3 +601,23 @@ def test_new_optimizers_learn(optimizer, cancer):
     clf = MLPClassifier((16,), optimizer=optimizer, learning_rate=0.01, weight_decay=0.01, batch_size=32, epochs=30,
                         backend="cpu", random_state=0).fit(Xtr, ytr)
     assert clf.score(Xte, yte) >= 0.95
+
+
+def test_text_and_objects_in_X_follow_one_rule_with_the_first_bad_entry(rng):
+    """One rule for every input, as the .npy reader and scikit-learn's check_array: numbers only. Text
+    is refused even when it spells numbers; an object array of numbers is taken as float64; the first
+    entry that is not a number is named by its position."""
+    X, y = _small(rng)
+    clf = MLPClassifier(epochs=1, **KW)
+    with pytest.raises(TypeError, match=r"X must be numeric; got an array of dtype <U\d+ \(text\)"):
+        clf.fit(X.astype(str), y)
+    objects = X.astype(object)
+    objects[4, 2] = "a"
+    with pytest.raises(TypeError, match=r"X\[4, 2\] = 'a' is text, not a number"):
+        clf.fit(objects, y)
+    objects[4, 2] = None
+    with pytest.raises(TypeError, match=r"X\[4, 2\] = None: float\(\) argument must be"):
+        clf.fit(objects, y)
+    _assert_same_model(MLPClassifier(epochs=1, **KW).fit(X.astype(object), y), MLPClassifier(epochs=1, **KW).fit(X, y))
+    with pytest.raises(TypeError, match=r"t\[0\] = '1' is text"):
+        bp_gpu.MLP([X.shape[1], 1], backend="cpu").loss(X, np.array(["1"] * len(X), dtype=object))
