@@ -156,7 +156,8 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
     labels come from ``dataset.labels()`` (a pass over the target column) before the first step,
     and predictions are computed chunk by chunk. With ``early_stopping`` the validation rows are
     whole chunks: ``round(validation_fraction * n_chunks)`` of them (at least one, and at least one
-    chunk left to train on), drawn at random from ``random_state``'s split generator.
+    chunk left to train on), drawn at random from ``random_state``'s split generator; a data set of
+    a single chunk (a small file) is read into memory and split as arrays are, by rows.
     distributed : bool, default False
         Data-parallel training over the processes of ``MPI.COMM_WORLD`` (run under ``mpiexec``; needs
         ``pip install 'bp_gpu[mpi]'``): every process passes its own rows to ``fit``, ``batch_size``

@@ -234,14 +234,17 @@ class DatasetInput:
     def encode(self, encoder: LabelEncoder) -> None:
         self.encoder = encoder  # applied chunk by chunk, by the reader
 
-    def split(self, kind: str, fraction: float, rng: np.random.Generator) -> tuple[DatasetInput, DatasetInput]:
-        """(training chunks, validation chunks): ``round(fraction * n_chunks)`` whole chunks held out
-        (at least one, and at least one left to train on), drawn from ``rng``."""
+    def split(self, kind: str, fraction: float, rng: np.random.Generator) -> tuple[Any, Any]:
+        """(training part, validation part): ``round(fraction * n_chunks)`` whole chunks held out (at
+        least one, and at least one left to train on), drawn from ``rng``. A data set of one chunk (a
+        small file) is read into memory and split as arrays are: a stratified sample of its rows."""
         ds = self.ds
         n = ds.n_chunks
         if n < 2:
-            raise ValueError(f"early_stopping on a data set holds out whole chunks, and {ds.path} has {n}; give it "
-                             "more chunks (smaller Parquet row groups, or chunk_rows= for arrays and .npy files)")
+            X, y = ds.read_all(self.encoder.dtype)
+            rows = ArrayInput(X, y, self.names)
+            rows.encode(self.encoder)
+            return rows.split(kind, fraction, rng)
         k = min(n - 1, max(1, int(round(fraction * n))))
         held = np.sort(rng.permutation(n)[:k])
         return self._view(ds.select_chunks(np.setdiff1d(np.arange(n), held))), self._view(ds.select_chunks(held))

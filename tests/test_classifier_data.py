@@ -116,8 +116,6 @@ def test_early_stopping_holds_out_whole_chunks(tmp_path, rng):
     clf.fit(ds, monitor=Rows())
     assert sum(seen) == clf.n_iter_ * 540 and 1 <= len(clf.validation_scores_) == clf.n_iter_ < 30
     assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.8
-    with pytest.raises(ValueError, match="holds out whole chunks, and .* has 1"):
-        MLPClassifier(**KW, early_stopping=True).fit(bd.from_arrays(X, y))
 
 
 def test_a_bad_row_surfaces_as_the_readers_error_and_leaves_the_model_as_it_was(tmp_path, rng):
@@ -235,3 +233,21 @@ def test_arrays_from_arrays_and_parquet_train_through_one_pipeline(tmp_path, rng
     arrays = MLPClassifier(**whole).fit(X, y)
     for data in (bd.from_arrays(X, y, chunk_rows=60), _parquet(tmp_path / "d.parquet", X, y, row_group=60)):
         _same_model(MLPClassifier(**whole).fit(data), arrays, rtol=1e-11)
+
+
+def test_early_stopping_on_a_data_set_of_one_chunk_holds_out_rows(tmp_path, rng):
+    """A small file is one chunk: early stopping reads it and holds out a stratified sample of its
+    rows, as for arrays, and trains the model fit gives on its arrays (a CSV written by pandas, too)."""
+    X, y = _problem(rng, n=200)
+    kw = dict(KW, early_stopping=True, validation_fraction=0.2, n_iter_no_change=2, epochs=30)
+    arrays = MLPClassifier(**kw).fit(X, y)
+    one_chunk = bd.from_arrays(X, y)
+    assert one_chunk.n_chunks == 1
+    _same_model(MLPClassifier(**kw).fit(one_chunk), arrays)
+    assert MLPClassifier(**kw).fit(one_chunk).validation_scores_ == arrays.validation_scores_
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({**{f"x{k}": X[:, k] for k in range(4)}, "label": y}).to_csv(tmp_path / "d.csv", index=False)
+    csv = bd.open(tmp_path / "d.csv", target="label")
+    assert csv.n_chunks == 1
+    from_csv = MLPClassifier(**kw).fit(csv)
+    np.testing.assert_allclose(from_csv.net_.get_weights()[0][0], arrays.net_.get_weights()[0][0], rtol=1e-12)
