@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace, group: Any) -> int:
     from ..classifier import MLPClassifier
     from ..persistence import load
     from ._progress import ProgressMonitor, save_curves
-    from .train import resume_options
+    from .train import estimator_params, resume_options
 
     rank, world = (group.rank, group.size) if group is not None else (0, 1)
 
@@ -91,11 +91,8 @@ def _train(args: argparse.Namespace, group: Any) -> int:
             raise err if group is None else group.everywhere(err)
     else:
         clf = MLPClassifier(
-            hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
-            momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs,
-            weight_decay=args.weight_decay, dtype=args.dtype, backend=args.backend, random_state=args.seed,
-            early_stopping=args.early_stopping, validation_fraction=args.validation_fraction,
-            standardize=args.standardize, distributed=True,
+            **estimator_params(args), early_stopping=args.early_stopping,
+            validation_fraction=args.validation_fraction, standardize=args.standardize, distributed=True,
         )
         remaining = args.epochs
     data = agree(lambda: _open_shard(args, rank, world, clf if args.resume else None), f"reading {args.data}")
