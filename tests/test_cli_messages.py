@@ -27,16 +27,20 @@ def csv_file(tmp_path):
 
 def test_a_missing_extra_is_one_line_not_a_traceback(tmp_path, csv_file):
     # pyarrow made unimportable, as in an environment with bp_gpu[train] before it held pyarrow.
-    code = ("import sys; sys.modules['pyarrow'] = None; from bp_gpu.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
     bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", random_state=0).fit(
         np.zeros((4, 2)), [0, 1, 0, 1]).save(tmp_path / "m.npz")
-    for args in (["train", csv_file, "--target", "label", "--out", tmp_path / "n.npz"],
-                 ["predict", tmp_path / "m.npz", csv_file]):
-        r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 1 and r.stdout == "", r.stderr
-        expect = f"bp-gpu {args[0]}: error: reading CSV files needs pyarrow: pip install 'bp_gpu[data]'"
-        assert r.stderr.strip() == expect
+    code = f"""
+import sys
+sys.modules["pyarrow"] = None
+from bp_gpu.cli import main
+print(main(["train", {str(csv_file)!r}, "--target", "label", "--out", {str(tmp_path / "n.npz")!r}]),
+      main(["predict", {str(tmp_path / "m.npz")!r}, {str(csv_file)!r}]))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["1", "1"], r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"bp-gpu {command}: error: reading CSV files needs pyarrow: pip install 'bp_gpu[data]'"
+        for command in ("train", "predict")]
 
 
 def test_the_train_extra_brings_what_train_needs_for_every_format():
