@@ -53,17 +53,19 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def column_names(path: str, fmt: str, csv_options: dict[str, Any]) -> list[str] | None:
     """The names a file gives its columns (read from its schema or header alone), or None when it
     names none (``.npy``, ``.npz``, a CSV file read with ``--no-header``)."""
-    if fmt == "parquet":
-        from ..data.parquet import column_names as names
-    elif fmt == "arrow":
-        from ..data.arrow import column_names as names
-    elif fmt == "csv" and csv_options.get("header") is not False:
-        from ..data.csv import column_names as csv_names
+    if fmt == "csv" and csv_options.get("header") is not False:
+        from ..data import csv
 
-        return csv_names(path, **csv_options)
-    else:
-        return None
-    return names(path)
+        return csv.column_names(path, **csv_options)
+    if fmt == "parquet":
+        from ..data import parquet
+
+        return parquet.column_names(path)
+    if fmt == "arrow":
+        from ..data import arrow
+
+        return arrow.column_names(path)
+    return None
 
 
 def _column(spec: str, columns: list[str]) -> str | None:
