@@ -64,5 +64,5 @@ def test_extras_are_read_from_the_installed_metadata(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "metadata", lambda name: Meta())
     assert info.extras() == {"data": ["pyarrow"], "onnx": ["onnx", "nosuchpackage-xyz"]}
-    assert info.extras_lines()[2] == "  onnx    partly installed: missing nosuchpackage-xyz"
+    assert info.extras_lines()[2] == "  onnx    not installed: missing nosuchpackage-xyz"
 

@@ -273,6 +273,10 @@ def test_a_column_missing_throughout_is_refused_when_opened(tmp_path, fmt):
     pq.write_table(t, path, row_group_size=10) if fmt == "parquet" else feather.write_feather(t, path, chunksize=10)
     with pytest.raises(bd.DataError, match="column 'label' is entirely missing .*; every row needs a label"):
         bd.open(path, target="label", features=["a"])
+    # pandas writes a column of None only as type null: refused at open in the same words.
+    pq.write_table(pa.table({"a": [1.0, 2.0], "b": pa.nulls(2), "label": ["x", "y"]}), tmp_path / "n.parquet")
+    with pytest.raises(bd.DataError, match="column 'b' is entirely missing \\(type null: it holds no value\\)"):
+        bd.open(tmp_path / "n.parquet", target="label")
     # A column with some values is reported where its first missing value is, when read.
     t = pa.table({"a": pa.array([1.0] * (n - 1) + [None]), "label": pa.array(["x", "y"] * (n // 2))})
     pq.write_table(t, path, row_group_size=10) if fmt == "parquet" else feather.write_feather(t, path, chunksize=10)

@@ -74,12 +74,10 @@ def extras_lines() -> list[str]:
             continue
         versions = {d: _version(d) for d in found[name]}
         missing = [d for d, v in versions.items() if v == "not installed"]
-        if not missing:
-            state = "installed (" + ", ".join(f"{d} {v}" for d, v in versions.items()) + ")"
-        elif len(missing) == len(versions):
-            state = f"not installed ({', '.join(missing)})"
+        if missing:  # some of an extra's packages may be there as dependencies of others
+            state = f"not installed: missing {', '.join(missing)}"
         else:
-            state = f"partly installed: missing {', '.join(missing)}"
+            state = "installed (" + ", ".join(f"{d} {v}" for d, v in versions.items()) + ")"
         lines.append(f"  {name:8s}{state}")
     return lines
 

@@ -39,8 +39,13 @@ def is_label_type(t: Any) -> bool:
 def check_schema_types(schema: Any, feature_names: list[str], target: str | None, path: str) -> None:
     """Feature columns must be numeric and the target numbers or text: a typed file says so in its
     schema, so this is checked once, when the file is opened."""
+    import pyarrow as pa
+
     for name in feature_names:
         t = schema.field(name).type
+        if pa.types.is_null(t):  # what pandas writes for a column of None only
+            raise DataError(f"{path}: column {name!r} is entirely missing (type null: it holds no value); features "
+                            "must be numbers; leave it out with features= (--features)")
         if not is_numeric(t):
             raise DataError(f"{path}: column {name!r} has type {t}; feature columns must be numeric")
     if target is not None and not is_label_type(schema.field(target).type):
