@@ -21,7 +21,7 @@ from typing import Any
 from .micro import format_micro
 from .peers import PEERS
 from .report import aggregate, format_table, plot, write_json
-from .worker import thread_env
+from .worker import run_isolated, thread_env
 from .workloads import CPU_DEFAULT, GPU_DEFAULT, WORKLOADS
 
 
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per peer and workload (default 5)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads for every CPU peer's pools (default: all cores)")
-    p.add_argument("--out", default="bench/out", help="directory for results.json and ratios.png")
+    p.add_argument("--out", default="bench/out", help="directory for results.json and ratios.png (default bench/out)")
     p.add_argument("--quick", action="store_true",
                    help="the tiny 'quick' workload, 2 repeats, small microbenchmarks (smoke test)")
     p.add_argument("--no-micro", action="store_true", help="skip the kernel microbenchmarks")
@@ -66,7 +66,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any] | None:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_isolated(cmd, env, timeout)
     last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
     if proc.returncode != 0 or not last:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
           f"load {info['load_avg']}; {info['cuda']}", flush=True)
     micro = None
     if not args.no_micro:
-        cmd = [py, "-m", "bp_gpu.bench.micro", "--json", str(out / "micro.json")] + (["--quick"] if args.quick else [])
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+        cmd = [py, "-m", "bp_gpu.bench.micro", "--json", str((out / "micro.json").resolve())]
+        proc = run_isolated(cmd + (["--quick"] if args.quick else []), env, timeout=1200)
         if proc.returncode != 0:
             raise RuntimeError(f"microbenchmarks failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
         micro = json.loads((out / "micro.json").read_text())
@@ -150,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
                                       "table": table})
     plot(rows, out / "ratios.png")
     print(f"wrote {out / 'results.json'} and {out / 'ratios.png'}; load at the end {info['load_avg_end']}")
+    failed = [s for s in samples if not s.get("ok") and not s.get("skipped")]
+    if failed:  # a peer that can run here but did not is a failure, not a row to skip
+        first = failed[0]
+        print(f"bp-gpu bench: {len(failed)} of {len(samples)} measurements failed; the first, {first['peer']} on "
+              f"{first['workload']}: {first.get('error')}", file=sys.stderr)
+        return 1
     return 0
 
 

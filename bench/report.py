@@ -24,8 +24,10 @@ def aggregate(samples: list[dict[str, Any]], ceiling_gflops: float | None) -> li
             for k in ("loss", "warmup_s", "peak_rss_mb", "epoch_extra_mb", "needed_mb", "blas"):
                 if s.get(k) is not None:
                     row.setdefault(k + "_all", []).append(s[k])
+        elif s.get("skipped"):
+            row["skipped"] = s["skipped"]
         else:
-            row["errors"].append(s.get("skipped") or s.get("error") or "failed")
+            row["errors"].append(s.get("error") or "failed")
     out = []
     for (wname, _), row in rows.items():
         w = WORKLOADS[wname]
@@ -53,8 +55,8 @@ def format_table(rows: list[dict[str, Any]], ceiling_gflops: float | None) -> st
     lines = [head, "-" * len(head)]
     for r in rows:
         if not r.get("median_s"):
-            why = r["errors"][0] if r["errors"] else "no result"
-            lines.append(f"{r['workload']:8s} {r['peer']:19s} skipped: {why}")
+            why = f"failed: {r['errors'][0]}" if r["errors"] else f"skipped: {r.get('skipped', 'no result')}"
+            lines.append(f"{r['workload']:8s} {r['peer']:19s} {why}")
             continue
         span = f"{r['median_s']:.4f} ({r['min_s']:.4f}-{r['max_s']:.4f})"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .worker import thread_env
+from .worker import run_isolated, thread_env
 from .workloads import WORKLOADS, initial_weights, make_data
 
 LEARNING_RATE = 0.1
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     for w in workloads:
         for R in ranks:
             cmd = [exe, "-n", str(R), sys.executable, "-m", "bp_gpu.bench.scaling", w, "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd, env=thread_env(args.threads // R), capture_output=True, text=True, timeout=1800)
+            proc = run_isolated(cmd, thread_env(args.threads // R), timeout=1800)
             last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
             if proc.returncode != 0 or not last:
                 raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")

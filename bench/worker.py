@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -43,6 +45,15 @@ def thread_env(n: int) -> dict[str, str]:
     """The environment of a worker whose every thread pool has n threads. It must be set before
     the process starts: importing bp_gpu imports NumPy, which starts OpenBLAS's pool."""
     return {**os.environ, **{var: str(n) for var in THREAD_VARS}}
+
+
+def run_isolated(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a worker (``python -m bp_gpu.bench...``) from an empty temporary directory, its output
+    captured. ``python -m`` puts the working directory first on ``sys.path``, so a ``bp_gpu/``
+    folder there (the parent of a clone named bp_gpu) would be imported instead of the installed
+    package, and every bp_gpu peer would fail. Paths in ``cmd`` must be absolute."""
+    with tempfile.TemporaryDirectory(prefix="bp_gpu_bench_") as cwd:
+        return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def blas_info() -> str:

@@ -150,6 +150,42 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     _unlink_quietly(tmp)
 
 
+def overlap(path: str | os.PathLike[str], source: str | os.PathLike[str]) -> str | None:
+    """How writing ``path`` would touch the existing file or directory ``source``, or None.
+
+    ``"same"``: ``path`` is ``source`` (the same name, a symlink to it, a hard link of it, or a path
+    through a symlinked directory); ``"inside"``: ``source`` is a directory and ``path`` lies in it
+    (``path`` would become one of its files); ``"link"``: ``source`` is a directory and ``path`` a
+    hard link of (or a symlink to) one of its files. ``atomic_write`` replaces the name it is
+    given, so writing ``source``'s own name (or a name through a symlinked directory) destroys it
+    and writing a link replaces the link only; callers refuse every case all the same, because an
+    output that aliases an input is a mistake, never an intention."""
+    path, source = os.fspath(path), os.fspath(source)
+    if not os.path.exists(source):
+        return None
+    exists = os.path.exists(path)
+    if exists and os.path.samefile(path, source):
+        return "same"
+    if not os.path.isdir(source):
+        return None
+    # The directory part resolved, the name kept: a symlink named like this is checked as a link below.
+    folder, name = os.path.split(os.path.abspath(path))
+    real, root = os.path.join(os.path.realpath(folder), name), os.path.realpath(source)
+    if os.path.commonpath([real, root]) == root:
+        return "inside"
+    if exists and os.path.isfile(path):
+        mine = os.stat(path)
+        for folder, _, files in os.walk(source):
+            for f in files:
+                try:
+                    st = os.stat(os.path.join(folder, f))
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+                    return "link"
+    return None
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """``with atomic_write(path, "w", newline="") as f: ...`` writes ``path`` atomically (see the

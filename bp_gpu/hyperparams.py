@@ -25,7 +25,7 @@ def check_real(name: str, value: Any, low: float, high: float = math.inf, *, low
     lo_ok = value > low if low_open else value >= low
     hi_ok = value < high if high_open else value <= high
     if not (math.isfinite(value) and lo_ok and hi_ok):
-        lb, hb = ("(" if low_open else "["), (")" if high_open else "]")
+        lb, hb = ("(" if low_open else "["), (")" if high_open or high == math.inf else "]")
         hi = "inf" if high == math.inf else f"{high:g}"
         raise ValueError(f"{name} must be finite and in {lb}{low:g}, {hi}{hb}; got {value!r}")
     return float(value)

@@ -36,11 +36,12 @@ Choices:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ._files import atomic_write
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17 (onnx/helper.py, VERSION_TABLE): readable by older runtimes
@@ -198,28 +199,5 @@ def export_onnx(
     model.doc_string = (f"bp_gpu sigmoid MLP {[n_in] + [W.shape[0] for W, _ in net]}, {label_kind}; "
                         f"inputs {'standardised in the graph' if mean is not None else 'used as they are'}")
     onnx.checker.check_model(model, full_check=True)
-    _write_atomically(os.fspath(path), model.SerializeToString())
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, and rename it over ``path``:
-    a crash leaves the old file or the new one. Errors name ``path``, never the temporary."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: is a directory; give a file name for the ONNX model")
-    target_dir = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=target_dir)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get.
-        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:  # errors name the path, never the temporary (bp_gpu._files)
+        f.write(model.SerializeToString())

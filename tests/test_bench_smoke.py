@@ -47,3 +47,33 @@ def test_bench_runs_as_a_plain_script(tmp_path):
 def test_bench_rejects_unknown_names(tmp_path, capsys):
     assert main(["bench", "--quick", "--peers", "nope", "--out", str(tmp_path)]) == 1
     assert "unknown peer(s) nope" in capsys.readouterr().err
+
+
+def test_bench_workers_import_the_installed_package_from_any_folder(tmp_path):
+    # The parent of a clone named bp_gpu: `python -m` in the folder would import the clone's root
+    # (a namespace package with no MLP) instead of the installed bp_gpu.
+    (tmp_path / "bp_gpu").symlink_to(ROOT, target_is_directory=True)
+    cli = Path(sys.executable).with_name("bp-gpu")  # the installed command, not the folder's package
+    proc = subprocess.run([str(cli), "bench", "--quick", "--repeats", "1", "--peers", "bp_gpu-cpu", "--no-micro",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "quick repeat 1/1 bp_gpu-cpu: failed" not in proc.stdout and "quick    bp_gpu-cpu " in proc.stdout
+
+
+def test_a_failed_peer_fails_the_bench(tmp_path, capsys, monkeypatch):
+    from bp_gpu.bench import harness
+
+    real = harness._run_json
+
+    def numpy_fails(cmd, env, timeout):
+        if "numpy" in cmd:
+            raise RuntimeError("numpy quick exited with 1: boom")
+        return real(cmd, env, timeout)
+
+    monkeypatch.setattr(harness, "_run_json", numpy_fails)
+    assert main(["bench", "--quick", "--repeats", "1", "--peers", "bp_gpu-cpu,numpy", "--no-micro", "--out",
+                 str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "quick    numpy               failed: numpy quick exited with 1: boom" in out
+    assert err.strip() == ("bp-gpu bench: 1 of 2 measurements failed; the first, numpy on quick: numpy quick exited "
+                           "with 1: boom")

@@ -195,7 +195,7 @@ def test_bad_targets(rng, y, match):
         ("hidden_layer_sizes", (4, 0), ValueError, r"hidden_layer_sizes\[1\] must be >= 1"),
         ("hidden_layer_sizes", "64", TypeError, "hidden_layer_sizes must be an int or a sequence"),
         ("optimizer", "rmsprop", ValueError, "optimizer must be one of"),
-        ("learning_rate", 0.0, ValueError, r"learning_rate must be finite and in \(0, inf\]"),
+        ("learning_rate", 0.0, ValueError, r"learning_rate must be finite and in \(0, inf\)"),
         ("learning_rate", "fast", TypeError, "learning_rate must be a real number"),
         ("momentum", 1.0, ValueError, r"momentum must be finite and in \[0, 1\)"),
         ("batch_size", 0, ValueError, "batch_size must be >= 1"),

@@ -72,7 +72,7 @@ def test_demo_prints_accuracy_baselines_backend_and_writes_png(tmp_path):
         "bp_gpu MLP",
         "logistic regression",
         "majority class",
-        "backend: cpu",
+        "backend: cpu (Numba-compiled steps, matrix products on NumPy's BLAS)",
         "samples/s",
         f"training curves: {tmp_path / 'c.png'}",
     ):
@@ -246,19 +246,6 @@ def test_checkpoints_are_written_as_training_goes(tmp_path, table):
         ),
         (["train", "{d}/train.csv", "--target", "colour"], ["no column named 'colour'"]),
         (["train", "{d}/train.npz", "--target", "label"], ["no array named 'label'"]),
-        (
-            [
-                "train",
-                "{d}/train.csv",
-                "--target",
-                "label",
-                "--learning-rate",
-                "-1",
-                "--epochs",
-                "1",
-            ],
-            ["learning_rate must be finite and in (0, inf]"],
-        ),
         (
             ["predict", "{d}/train.csv", "{d}/train.csv"],
             ["bp-gpu predict: error:", "not a bp_gpu model file"],

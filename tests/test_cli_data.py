@@ -141,7 +141,9 @@ def test_a_failure_while_predicting_leaves_no_output_and_no_temporary(capsys, pa
 
 
 def test_data_errors_are_one_line_and_say_what_is_wrong(capsys, parquet_model, tmp_path):
-    d = parquet_model[0]
+    d, X, y = parquet_model
+    # A model without feature names (fitted on an array) takes every column of the file but --target.
+    bp_gpu.MLPClassifier((3,), epochs=1, backend="cpu", random_state=0).fit(X, y).save(tmp_path / "nameless.npz")
     (tmp_path / "adir").mkdir()
     (tmp_path / "adir" / "x.csv").write_text("a,b\n1,2\n")
     (tmp_path / "g.npy").write_text("garbage")
@@ -154,8 +156,8 @@ def test_data_errors_are_one_line_and_say_what_is_wrong(capsys, parquet_model, t
         (["train", tmp_path / "inf.csv", "--target", "label"], "inf.csv: line 3, column 'b': inf; features must be"),
         (["train", d / "d.parquet", "--target", "label", "--header"], "--header applies to CSV files only"),
         (["train", tmp_path / "nope.csv", "--target", "label"], "nope.csv: no such file or directory"),
-        (["predict", d / "m.npz", d / "d.parquet"], "feature columns must be numeric; if it is the label, name it "
-                                                     "with --target"),
+        (["predict", tmp_path / "nameless.npz", d / "d.parquet"], "feature columns must be numeric; if it is the "
+                                                                  "label, name it with --target"),
     ]
     for args, fragment in cases:
         code, _, err = run(capsys, *args)

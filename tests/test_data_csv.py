@@ -233,3 +233,27 @@ def test_batches_from_csv(tmp_path):
     np.testing.assert_array_equal(np.sort(X), np.arange(100))
     np.testing.assert_array_equal(y, X.astype(int) % 3)
     assert not np.array_equal(X, np.arange(100))  # shuffled
+
+
+@pytest.mark.parametrize("sep, hint", [(";", "pass delimiter=';' (--delimiter ';')"),
+                                       ("\t", "pass delimiter='\\t' (--delimiter '\\t')"),
+                                       ("|", "pass delimiter='|' (--delimiter '|')")])
+def test_a_header_of_one_column_holding_another_delimiter_suggests_it(tmp_path, sep, hint):
+    (tmp_path / "d.csv").write_text(sep.join(["mean radius", "mean texture", "diagnosis"]) + "\n"
+                                    + sep.join(["1.5", "2", "M"]) + "\n")
+    with pytest.raises(bd.DataError, match="no column named 'diagnosis' for the target") as e:
+        bd.open(tmp_path / "d.csv", target="diagnosis")
+    assert str(e.value).endswith(f"; the header is one column that holds {'a tab' if sep == chr(9) else repr(sep)}: "
+                                 f"if the file is {'tab' if sep == chr(9) else repr(sep)}-separated, {hint}")
+    # Without a target the one column is read as a feature: its values are no numbers, with the same hint.
+    with pytest.raises(bd.DataError, match="is not a number; the header is one column that holds"):
+        bd.open(tmp_path / "d.csv").read_all()
+    ds = bd.open(tmp_path / "d.csv", target="diagnosis", delimiter=sep)  # the hint's advice works
+    assert ds.feature_names == ["mean radius", "mean texture"]
+
+
+def test_no_hint_when_the_header_has_several_columns(tmp_path):
+    (tmp_path / "d.csv").write_text("a;b,c\n1,2\n")
+    with pytest.raises(bd.DataError) as e:
+        bd.open(tmp_path / "d.csv", target="label")
+    assert "header is one column" not in str(e.value)

@@ -254,3 +254,31 @@ def test_a_pass_over_an_arrow_file_does_not_keep_it_resident(tmp_path):
         pass
     assert _rss_mb() - before < 16
     ds.close()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_a_column_missing_throughout_is_refused_when_opened(tmp_path, fmt):
+    # NaN through pandas becomes null: an all-NaN column is a column of nulls in the file.
+    n = 50
+    t = pa.table({"a": np.arange(n, dtype=float), "empty": pa.nulls(n, pa.float64()),
+                  "label": pa.array(["x", "y"] * (n // 2))})
+    path = tmp_path / f"d.{fmt}"
+    pq.write_table(t, path, row_group_size=10) if fmt == "parquet" else feather.write_feather(t, path, chunksize=10)
+    with pytest.raises(bd.DataError) as e:
+        bd.open(path, target="label")
+    assert str(e.value) == (f"{path}: column 'empty' is entirely missing (all {n} values are null); features must be "
+                            "numbers; leave it out with features= (--features)")
+    assert bd.open(path, target="label", features=["a"]).n_rows == n  # left out, the rest reads
+    t = t.set_column(2, "label", pa.nulls(n, pa.string()))
+    pq.write_table(t, path, row_group_size=10) if fmt == "parquet" else feather.write_feather(t, path, chunksize=10)
+    with pytest.raises(bd.DataError, match="column 'label' is entirely missing .*; every row needs a label"):
+        bd.open(path, target="label", features=["a"])
+    # pandas writes a column of None only as type null: refused at open in the same words.
+    pq.write_table(pa.table({"a": [1.0, 2.0], "b": pa.nulls(2), "label": ["x", "y"]}), tmp_path / "n.parquet")
+    with pytest.raises(bd.DataError, match="column 'b' is entirely missing \\(type null: it holds no value\\)"):
+        bd.open(tmp_path / "n.parquet", target="label")
+    # A column with some values is reported where its first missing value is, when read.
+    t = pa.table({"a": pa.array([1.0] * (n - 1) + [None]), "label": pa.array(["x", "y"] * (n // 2))})
+    pq.write_table(t, path, row_group_size=10) if fmt == "parquet" else feather.write_feather(t, path, chunksize=10)
+    with pytest.raises(bd.DataError, match="row 49 .*column 'a': the value is missing"):
+        bd.open(path, target="label").read_all()

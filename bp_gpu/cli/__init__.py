@@ -1,8 +1,8 @@
 """The ``bp-gpu`` command: one module per subcommand, each with ``register(subparsers)``.
 
 A subcommand's ``run(args) -> int`` raises ordinary exceptions for bad input; ``main`` turns them
-into one clear line on stderr and a non-zero exit code, never a traceback: 1 for an error, 2 for bad
-options (argparse's status), 130 for Ctrl-C.
+into one clear line on stderr and a non-zero exit code, never a traceback: 1 for an error (a missing
+extra included), 2 for bad options (argparse's status), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as exc:
+    except OSError as exc:
+        print(f"bp-gpu {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
+    except (CLIError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        # ImportError: an extra that is not installed; bp_gpu's messages say which to install.
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError in the CLI's one wording: ``PATH: no such file or directory``, never ``[Errno 2]
+    ...``. bp_gpu's own messages (``cannot write PATH: ...``) are kept as they are."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror[:1].lower()}{exc.strerror[1:]}"
+    if exc.errno is not None and exc.strerror:  # OSError(errno, message): the message without "[Errno N]"
+        return exc.strerror
+    return str(exc)

@@ -4,7 +4,10 @@ DATA is anything ``bp_gpu.data.open`` reads: a Parquet file or directory, an Arr
 file, a ``.npy``, a ``.npz`` or a CSV file. CSV options: ``--header``/``--no-header`` (default:
 the first line is the header, refused when one of its fields is a number), ``--delimiter``,
 ``--encoding``. ``--features`` lists the feature columns (comma-separated names or 0-based
-indices; for ``.npz`` the name of the features array).
+indices; for ``.npz`` the name of the features array); without it every column but the target
+and pandas' index (``bp_gpu.data``: an unnamed first CSV column, the index columns of a Parquet or
+Arrow file written by pandas) is a feature, or, for a fitted model that knows its features' names,
+those columns by name.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import os
 from typing import Any
 
-from . import CLIError
+from . import CLIError, UsageError
 
 CSV_OPTIONS = ("header", "delimiter", "encoding")
 
@@ -32,7 +35,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
         "--features",
         metavar="COLS",
         help="the feature columns, comma-separated names or 0-based indices (default: every column but "
-        "the target); for .npz the name of the features array (default X)",
+        "the target and a pandas index; for predict, the model's features by name when it knows them); for "
+        ".npz the name of the features array (default X)",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--header", dest="header", action="store_const", const=True, default=None,
@@ -46,10 +50,40 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="CSV: the text encoding, e.g. latin-1 (default utf-8; a UTF-8 byte order mark is skipped)")
 
 
+def column_names(path: str, fmt: str, csv_options: dict[str, Any]) -> list[str] | None:
+    """The names a file gives its columns (read from its schema or header alone), or None when it
+    names none (``.npy``, ``.npz``, a CSV file read with ``--no-header``)."""
+    if fmt == "csv" and csv_options.get("header") is not False:
+        from ..data import csv
+
+        return csv.column_names(path, **csv_options)
+    if fmt == "parquet":
+        from ..data import parquet
+
+        return parquet.column_names(path)
+    if fmt == "arrow":
+        from ..data import arrow
+
+        return arrow.column_names(path)
+    return None
+
+
+def _column(spec: str, columns: list[str]) -> str | None:
+    """The name of the column ``spec`` gives (a name, or a 0-based index that is not a name)."""
+    if spec in columns:
+        return spec
+    text = spec.strip()
+    if text.lstrip("+-").isdigit() and -len(columns) <= int(text) < len(columns):
+        return columns[int(text)]
+    return None
+
+
 def open_data(args: argparse.Namespace, target: str | None, model: Any = None, **reader: Any) -> Any:
-    """The data set of ``args.data``; with a fitted ``model`` whose ``feature_names_in_`` are known,
-    its feature columns are picked (and ordered) by name when the file names its columns.
-    ``reader``: further ``bp_gpu.data.open`` options (e.g. ``chunk_bytes``)."""
+    """The data set of ``args.data``. With a fitted ``model`` that knows its features' names
+    (``feature_names_in_``) and a file that names its columns, those columns are the features, in
+    the model's order, whatever else the file holds (the label column among them), unless
+    ``--features`` is given; ``--target`` may not name one of them. ``reader``: further
+    ``bp_gpu.data.open`` options (e.g. ``chunk_bytes``)."""
     import bp_gpu.data as bd
 
     path = args.data
@@ -60,22 +94,28 @@ def open_data(args: argparse.Namespace, target: str | None, model: Any = None, *
              for k in CSV_OPTIONS if getattr(args, k) is not None]
     if fmt != "csv" and given:
         raise CLIError(f"{given[0]} applies to CSV files only; {path} is read as {fmt}")
-    kw: dict[str, Any] = {k: getattr(args, k) for k in CSV_OPTIONS if getattr(args, k) is not None}
-    kw.update(reader)
+    csv_options: dict[str, Any] = {k: getattr(args, k) for k in CSV_OPTIONS if getattr(args, k) is not None}
+    kw = {**csv_options, **reader}
     features: Any = args.features
     if features is not None and fmt != "npz":
         features = [f.strip() for f in features.split(",")]
-    ds = bd.open(path, target=target, features=features, **kw)
     names = getattr(model, "feature_names_in_", None)
-    if names is None or args.features is not None or not ds.named_columns:
-        return ds
+    columns = None if names is None or features is not None else column_names(path, fmt, csv_options)
+    if columns is None:
+        return bd.open(path, target=target, features=features, **kw)
     names = [str(n) for n in names]
-    if list(ds.feature_names) == names:
-        return ds
-    missing = [n for n in names if n not in ds.feature_names]
+    shown = names if len(names) <= 10 else names[:10] + ["..."]
+    label = None if target is None else _column(target, columns)
+    if label in names:
+        raise UsageError(f"--target {target} is {'' if label == target else f'column {label!r}, '}one of the "
+                         f"model's features {shown}: it cannot be the label column; name the file's label column, "
+                         "or leave --target out")
+    missing = [n for n in names if n not in columns]
     if missing:
+        from ..data.csv import delimiter_hint
+
         raise CLIError(f"{path} has no column {missing[0]!r}, which the model was trained on"
                        + (f" ({len(missing)} such columns: {missing[:5]})" if len(missing) > 1 else "")
-                       + f"; the model's features are {names if len(names) <= 10 else names[:10] + ['...']}")
-    ds.close()
+                       + f"; the model's features are {shown}"
+                       + (delimiter_hint(columns, args.delimiter or ",") if fmt == "csv" else ""))
     return bd.open(path, target=target, features=names, **kw)  # the model's columns, in its order

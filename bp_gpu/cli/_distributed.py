@@ -61,8 +61,8 @@ def run_distributed(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, group: Any) -> int:
     from ..classifier import MLPClassifier, load
+    from ._options import estimator_params, resume_options
     from ._progress import ProgressMonitor, save_curves
-    from ._resume import resume_options
 
     rank, world, agree = group.rank, group.size, group.agree
 
@@ -84,11 +84,8 @@ def _train(args: argparse.Namespace, group: Any) -> int:
             raise group.everywhere(err)
     else:
         clf = MLPClassifier(
-            hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
-            momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs,
-            weight_decay=args.weight_decay, dtype=args.dtype, backend=args.backend, random_state=args.seed,
-            early_stopping=args.early_stopping, validation_fraction=args.validation_fraction,
-            standardize=args.standardize, distributed=True,
+            **estimator_params(args), early_stopping=args.early_stopping,
+            validation_fraction=args.validation_fraction, standardize=args.standardize, distributed=True,
         )
         remaining = args.epochs
     data = agree(lambda: _open_shard(args, rank, world, clf if args.resume else None), f"reading {args.data}")

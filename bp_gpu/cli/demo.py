@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 
 from . import CLIError
-from .train import add_model_options
+from ._options import estimator_params
+from .train import add_model_options, number
 
 DATASETS = ("breast_cancer", "digits")
 
@@ -31,11 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset",
         choices=DATASETS,
         default="breast_cancer",
-        help="scikit-learn's bundled breast-cancer (binary) or digits (10 classes) data",
+        help="scikit-learn's bundled breast-cancer (binary) or digits (10 classes) data (default breast_cancer)",
     )
     add_model_options(p, hidden="32", epochs=60, batch_size=32, learning_rate=0.01)
     p.add_argument(
-        "--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)"
+        "--test-fraction", type=number(0, 1, low_open=True, high_open=True), default=0.25, metavar="F",
+        help="the held-out share, in (0, 1) (default 0.25)",
     )
     p.add_argument(
         "--plot",
@@ -59,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from ..classifier import MLPClassifier
     from ._progress import ProgressMonitor, save_curves
 
-    if not 0 < args.test_fraction < 1:
-        raise CLIError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     data = getattr(datasets, f"load_{args.dataset}")()
     X, y = data.data.astype(np.float64), data.target
     Xtr, Xte, ytr, yte = train_test_split(
@@ -74,18 +74,7 @@ def run(args: argparse.Namespace) -> int:
     majority = float(np.mean(yte == classes[counts.argmax()]))
     logreg = float(LogisticRegression(max_iter=2000).fit(Xtr, ytr).score(Xte, yte))
 
-    clf = MLPClassifier(
-        hidden_layer_sizes=args.hidden,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        momentum=args.momentum,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        weight_decay=args.weight_decay,
-        dtype=args.dtype,
-        backend=args.backend,
-        random_state=args.seed,
-    )
+    clf = MLPClassifier(**estimator_params(args))
     print(
         f"bp-gpu demo: {args.dataset} ({X.shape[0]} samples, {X.shape[1]} features, {len(classes)} classes), "
         f"{len(Xtr)} train / {len(Xte)} test, standardised",
@@ -110,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"bp-gpu demo: {w.message}", file=sys.stderr)
     from ..backends import cuda_status
+    from .info import CPU_BACKEND
 
-    where = "NumPy" if clf.net_.backend == "cpu" else cuda_status()[1]
+    where = CPU_BACKEND if clf.net_.backend == "cpu" else cuda_status()[1]
     # fit caps the batch at the training rows: say what was used, not what was asked for
     batch = f"{len(Xtr)} (all {len(Xtr)} training rows)" if args.batch_size >= len(Xtr) else args.batch_size
     print(

@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..classifier import load
     from . import CLIError
+    from ._paths import check_input, check_outputs
 
+    check_input(args.model)
+    check_outputs([("the output", args.out)], [("MODEL", args.model, "the model")])
     clf = load(args.model, backend="cpu")  # exporting reads the weights only: no GPU needed
     try:
         clf.to_onnx(args.out)

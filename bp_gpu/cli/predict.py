@@ -9,8 +9,13 @@ written atomically: a temporary file beside it, renamed over it at the end, remo
 
 With --target COL the label column is left out of the features, its labels are checked against
 the model's classes before anything is predicted (numbers against numbers, text against text),
-and the accuracy is printed to stderr. When the model knows its features' names and the file has
-a header, the features are taken by name, in the model's order.
+and the accuracy is printed to stderr. When the model knows its features' names and the file names
+its columns (Parquet, Arrow, CSV with a header), the features are taken by name, in the model's
+order, and the file's other columns (the label among them) are ignored; --target may then not
+name one of the model's features.
+
+--out may not be MODEL or DATA (nor a file inside a DATA directory): that is refused before
+anything is read (exit status 2).
 """
 
 from __future__ import annotations
@@ -115,14 +120,17 @@ def _check_targets(clf: Any, data: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._files import atomic_write, check_writable
+    from .._files import atomic_write
     from ..classifier import load
     from ..labels import MULTILABEL, predictions
     from . import CLIError
     from ._dataset import open_data
+    from ._paths import check_input, check_outputs
 
-    if args.out is not None:
-        check_writable(args.out)  # a bad --out is found before anything is read
+    check_input(args.model)
+    check_input(args.data)
+    # A bad --out is found before anything is read, and so is one that would replace the model or the data.
+    check_outputs([("--out", args.out)], [("MODEL", args.model, "the model"), ("DATA", args.data, "the data")])
     clf = load(args.model, backend=None if args.backend == "auto" else args.backend)
     try:
         data = open_data(args, args.target, clf)

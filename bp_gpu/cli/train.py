@@ -4,17 +4,26 @@ DATA is read chunk by chunk (``bp_gpu.data``): a Parquet file or directory, an A
 file, a ``.npy``, a ``.npz`` or a CSV file; memory holds a batch and a few chunks, not the file.
 The labels come from a first pass over the target column. Features are used as they are unless
 --standardize is given (sigmoid units train poorly on raw features of very different ranges).
-Hyperparameters default to ``bp_gpu.MLPClassifier``'s.
+Hyperparameters default to ``bp_gpu.MLPClassifier``'s and are checked with the options (a bad
+value is a usage error, exit status 2, before any data is read). --out and --plot may not be DATA
+(nor a file inside a DATA directory), nor each other; --out may be the --resume model (continuing it
+in place), --plot may not.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+from ..hyperparams import LR_SCHEDULES, OPTIMIZERS
 from . import CLIError
 from ._dataset import add_data_options
 
@@ -63,6 +72,30 @@ def nonnegative_int(text: str) -> int:
     return n
 
 
+def number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> Any:
+    """An argparse type: a finite float in the range from ``low`` to ``high`` (open or closed ends),
+    so that a bad hyperparameter is a usage error naming its option (``argument --momentum:
+    expected a number in [0, 1); got '-1'``), found before any data is read."""
+    if high == math.inf:
+        words = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        words = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}; got {text!r}") from None
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"expected {words}; got {text!r}")
+        return value
+
+    return parse
+
+
+
+
 def add_model_options(
     p: argparse.ArgumentParser, *, hidden: str, epochs: int, batch_size: int, learning_rate: float
 ) -> None:
@@ -90,15 +123,34 @@ def add_model_options(
         help=f"rows per step (default {batch_size})",
     )
     p.add_argument(
-        "--optimizer", action=Given, choices=["sgd", "momentum", "adam"], default="adam", help="(default adam)"
+        "--optimizer", action=Given, choices=OPTIMIZERS, default="adam",
+        help="sgd; momentum (SGD with --momentum); adam; adamw (decoupled weight decay); lamb (per-layer trust "
+        "ratios) (default adam)",
     )
     p.add_argument(
-        "--learning-rate", action=Given, type=float, default=learning_rate, help=f"(default {learning_rate})"
+        "--learning-rate", action=Given, type=number(0, low_open=True), default=learning_rate, metavar="RATE",
+        help=f"the step size, or the peak of --lr-schedule (default {learning_rate})",
     )
     p.add_argument(
-        "--momentum", action=Given, type=float, default=0.9, help="for --optimizer momentum (default 0.9)"
+        "--lr-schedule", action=Given, choices=LR_SCHEDULES, default="constant",
+        help="constant, or a linear warm-up over --warmup-epochs to --learning-rate, then a cosine or linear "
+        "decay to --final-learning-rate at the last step (default constant)",
     )
-    p.add_argument("--weight-decay", action=Given, type=float, default=0.0, help="L2 on the weights (default 0)")
+    p.add_argument(
+        "--warmup-epochs", action=Given, type=number(0), default=0.0, metavar="E",
+        help="epochs of linear warm-up of --lr-schedule; a fraction is rounded to whole steps (default 0)",
+    )
+    p.add_argument(
+        "--final-learning-rate", action=Given, type=number(0), default=0.0, metavar="RATE",
+        help="the rate --lr-schedule decays to (default 0)",
+    )
+    p.add_argument(
+        "--momentum", action=Given, type=number(0, 1, high_open=True), default=0.9,
+        help="for --optimizer momentum, in [0, 1) (default 0.9)",
+    )
+    p.add_argument("--weight-decay", action=Given, type=number(0), default=0.0,
+                   help="weight decay on the weights, not the biases: an L2 penalty for sgd, momentum and adam, "
+                   "decoupled for adamw and lamb (default 0)")
     p.add_argument(
         "--dtype", action=Given, choices=["float32", "float64"], default="float32", help="(default float32)"
     )
@@ -120,7 +172,7 @@ def add_model_options(
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a classifier on a CSV/.npy/.npz file and save it",
+        help="train a classifier on a Parquet, Arrow, CSV, .npy or .npz file and save it",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -154,7 +206,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=False,
         help="hold out --validation-fraction, stop when its accuracy stops improving",
     )
-    p.add_argument("--validation-fraction", action=Given, type=float, default=0.1, help="(default 0.1)")
+    p.add_argument("--validation-fraction", action=Given, type=number(0, 1, low_open=True, high_open=True),
+                   default=0.1, metavar="F", help="the share held out by --early-stopping, in (0, 1) (default 0.1)")
     p.add_argument(
         "--out",
         default="model.npz",
@@ -166,14 +219,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-every",
         type=positive_int,
         metavar="N",
-        help="save the model to --out every N epochs as training goes",
+        help="also save the model to --out every N epochs as training goes (default: only at the end)",
     )
     p.add_argument(
         "--resume",
         metavar="MODEL",
         help="continue training the model in this file up to --epochs in total: its architecture, "
         "optimizer, dtype and seed are kept (contradicting options are refused); --learning-rate, "
-        "--momentum, --batch-size, --weight-decay and --backend, when given, apply",
+        "--lr-schedule, --warmup-epochs, --final-learning-rate, --momentum, --batch-size, --weight-decay "
+        "and --backend, when given, apply; --out may be MODEL itself",
     )
     p.add_argument(
         "--distributed",
@@ -184,16 +238,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Before anything is read: the inputs exist, and --out and --plot can be written and are
+    neither the data (nor a file of a data directory), nor --resume's model (except --out, which
+    continues a model in place), nor each other."""
+    from ._paths import check_input, check_outputs
+
+    check_input(args.data)
+    if args.resume:
+        check_input(args.resume)
+    check_outputs([("--out", args.out), ("--plot", args.plot)],
+                  [("DATA", args.data, "the training data"), ("--resume", args.resume, "the model to resume")],
+                  allowed=[("--out", "--resume")])
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Ctrl-C waits for the end of the block (a model being saved is written whole), then raises
+    KeyboardInterrupt."""
+    pressed: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    except ValueError:  # not the main thread: signals go to the main thread, nothing to defer here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
-    from .._files import check_writable
     from ..classifier import MLPClassifier, load
     from ._dataset import open_data
+    from ._options import estimator_params, resume_options
     from ._progress import ProgressMonitor, save_curves
-    from ._resume import resume_options
 
-    for path in (args.out, args.plot):
-        if path:
-            check_writable(path)  # a bad --out is found now, not after the training
+    check_paths(args)  # a bad --out is found now, not after the training
     if args.distributed:  # one process of a data-parallel job: bp_gpu/cli/_distributed.py
         from ._distributed import run_distributed
 
@@ -207,37 +290,29 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.resume} has already trained {clf.n_iter_} epochs; ask for more with --epochs"
             )
     else:
-        clf = MLPClassifier(
-            hidden_layer_sizes=args.hidden,
-            optimizer=args.optimizer,
-            learning_rate=args.learning_rate,
-            momentum=args.momentum,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            weight_decay=args.weight_decay,
-            dtype=args.dtype,
-            backend=args.backend,
-            random_state=args.seed,
-            early_stopping=args.early_stopping,
-            validation_fraction=args.validation_fraction,
-            standardize=args.standardize,
-        )
+        clf = MLPClassifier(**estimator_params(args), early_stopping=args.early_stopping,
+                            validation_fraction=args.validation_fraction, standardize=args.standardize)
         remaining = args.epochs
     data = open_data(args, args.target, clf if args.resume else None)
-    monitor = ProgressMonitor(
-        data.n_rows,  # the bar corrects itself to the training rows after an epoch (early stopping)
-        remaining,
-        quiet=args.quiet,
-        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
-    )
+    n_rows = data.n_rows
+    if n_rows == 0:
+        raise CLIError(f"{args.data}: the data set has no rows")
     first = clf.n_iter_ + 1 if args.resume else 1
     what = f"epoch{f's {first}-' if first < args.epochs else ' '}{args.epochs}"
     if args.resume:
         what += f" of {args.resume}"
-    print(f"training on {data.n_rows} rows, {data.n_features} features of {args.data}: {what}, saving to "
+    ignored = f", ignoring {', '.join(data.ignored_columns)}" if data.ignored_columns else ""
+    print(f"training on {n_rows} rows, {data.n_features} features of {args.data}{ignored}: {what}, saving to "
           f"{args.out}", flush=True)
     if args.resume and applied:
         print(f"resuming with {', '.join(applied)} (the rest as saved in {args.resume})", flush=True)
+    # The bar after the lines above: it draws itself at once, and a line printed later would run into it.
+    monitor = ProgressMonitor(
+        n_rows,  # the bar corrects itself to the training rows after an epoch (early stopping)
+        remaining,
+        quiet=args.quiet,
+        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -257,26 +332,31 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"bp-gpu train: {w.message}", file=sys.stderr)
     done = clf.n_iter_ - (args.epochs - remaining)
-    clf.save(args.out)
-    rate = monitor.rows_seen / seconds if seconds > 0 else float("nan")
-    print(
-        f"{'interrupted: ' if interrupted else ''}trained {done} epoch(s) ({clf.n_iter_} in total) on "
-        f"backend {clf.net_.backend} in {seconds:.2f} s ({rate:,.0f} samples/s)"
-    )
-    print(
-        f"network {list(clf.net_.layer_sizes)}, final training loss {clf.loss_curve_[-1]:.6f}, "
-        f"training accuracy {clf.score(data):.4f}"
-    )
-    if getattr(clf, "validation_scores_", None):
-        print(f"best validation accuracy {clf.best_validation_score_:.4f}")
-    print(f"saved {args.out}")
-    if args.plot:
-        save_curves(
-            args.plot,
-            clf.loss_curve_,
-            getattr(clf, "validation_scores_", None),
-            "validation accuracy",
-            f"bp-gpu train {args.data}",
+    try:
+        with ctrl_c_deferred():  # a second Ctrl-C (the first stopped the training) waits for the file
+            clf.save(args.out)
+        rate = monitor.rows_seen / seconds if seconds > 0 else float("nan")
+        print(
+            f"{'interrupted: ' if interrupted else ''}trained {done} epoch(s) ({clf.n_iter_} in total) on "
+            f"backend {clf.net_.backend} in {seconds:.2f} s ({rate:,.0f} samples/s)"
         )
-        print(f"training curves: {args.plot}")
+        print(f"saved {args.out}", flush=True)
+        # The training accuracy is one more pass over the data: a Ctrl-C during it loses nothing.
+        print(
+            f"network {list(clf.net_.layer_sizes)}, final training loss {clf.loss_curve_[-1]:.6f}, "
+            f"training accuracy {clf.score(data):.4f}"
+        )
+        if getattr(clf, "validation_scores_", None):
+            print(f"best validation accuracy {clf.best_validation_score_:.4f}")
+        if args.plot:
+            save_curves(
+                args.plot,
+                clf.loss_curve_,
+                getattr(clf, "validation_scores_", None),
+                "validation accuracy",
+                f"bp-gpu train {args.data}",
+            )
+            print(f"training curves: {args.plot}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"after {args.out} was saved ({clf.n_iter_} epochs in total)") from None
     return 130 if interrupted else 0

@@ -69,8 +69,12 @@ def open(
     that is not a column's name; the only way for ``.npy``); for ``.npz`` the name of the labels
     array. ``None``: no labels (data to predict on).
 
-    ``features``: the feature columns (names or indices); ``None``: every column but the target. For
-    ``.npz``, the name of the features array (default ``"X"``).
+    ``features``: the feature columns (names or indices); ``None``: every column but the target and
+    pandas' index, which numbers the rows and would leak the label of sorted data (CSV: a first
+    column with an empty name, what ``df.to_csv(path)`` writes; Parquet, Arrow: the columns that
+    pandas' schema metadata names as the index, what ``pyarrow.Table.to_pandas`` leaves out),
+    listed in the data set's ``ignored_columns``. For ``.npz``, the name of the features array
+    (default ``"X"``).
 
     CSV only: ``header`` (``None``: a header line is expected, and refused when any of its fields is
     a number; ``True``: the first line is the header; ``False``: no header, columns named
@@ -79,7 +83,8 @@ def open(
     ``.npy``, ``.npz``: ``chunk_rows`` (default: about 4 MiB of features per chunk).
 
     Opening reads only metadata (Parquet footers, Arrow batch lengths, a CSV header and its chunk
-    boundaries, a ``.npy`` header; a ``.npz`` is read whole). Errors: ``DataError`` (a
+    boundaries, a ``.npy`` header; a ``.npz`` is read whole). A Parquet or Arrow column whose every
+    value is null is refused then, from the metadata's null counts. Errors: ``DataError`` (a
     ``ValueError``) naming the file and the problem; ``FileNotFoundError`` for a missing path.
     """
     path = os.fspath(path)

@@ -4,12 +4,12 @@ need only NumPy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .dataset import DataError, Dataset, check_finite, split_range
+from .dataset import DataError, Dataset, check_finite, resolve_columns, split_range
 
 
 def pyarrow(fmt: str) -> Any:
@@ -39,13 +39,66 @@ def is_label_type(t: Any) -> bool:
 def check_schema_types(schema: Any, feature_names: list[str], target: str | None, path: str) -> None:
     """Feature columns must be numeric and the target numbers or text: a typed file says so in its
     schema, so this is checked once, when the file is opened."""
+    import pyarrow as pa
+
     for name in feature_names:
         t = schema.field(name).type
+        if pa.types.is_null(t):  # what pandas writes for a column of None only
+            raise DataError(f"{path}: column {name!r} is entirely missing (type null: it holds no value); features "
+                            "must be numbers; leave it out with features= (--features)")
         if not is_numeric(t):
             raise DataError(f"{path}: column {name!r} has type {t}; feature columns must be numeric")
     if target is not None and not is_label_type(schema.field(target).type):
         raise DataError(f"{path}: the target column {target!r} has type {schema.field(target).type}; "
                         "labels must be numbers or text")
+
+
+def pandas_index_columns(schema: Any) -> list[str]:
+    """The columns that pandas' metadata in ``schema`` marks as the DataFrame's index: what
+    ``df.to_parquet(path)`` / ``df.to_feather(path)`` store a non-range index as (named
+    ``__index_level_0__`` when it has no name), and what ``pyarrow.Table.to_pandas`` turns back
+    into the index. A range index is stored as metadata only, with no column."""
+    try:
+        meta = schema.pandas_metadata
+    except ValueError:  # metadata that is not JSON: not pandas'
+        return []
+    if not isinstance(meta, dict):
+        return []
+    return [c for c in meta.get("index_columns", []) if isinstance(c, str) and c in schema.names]
+
+
+def select_columns(
+    schema: Any, target: str | int | None, features: Sequence[str | int] | None, path: str
+) -> tuple[list[str], str | None, list[str]]:
+    """``(feature names, target name or None, ignored columns)`` of a typed file, types checked.
+    With ``features=None``, every column but the target and pandas' index columns
+    (``pandas_index_columns``), which are listed, in words, as ignored."""
+    names = list(schema.names)
+    t, cols = resolve_columns(names, target, features, path)
+    ignored = []
+    if features is None:
+        index = [k for k in cols if names[k] in pandas_index_columns(schema)]
+        if index and len(index) == len(cols):
+            raise DataError(f"{path}: the only columns besides the target are pandas index columns "
+                            f"{[names[k] for k in index]}; pass features= (--features) to train on them anyway")
+        cols = [k for k in cols if k not in index]
+        ignored = [f"column {names[k]!r} (a pandas index)" for k in index]
+    feature_names = [names[k] for k in cols]
+    target_name = None if t is None else names[t]
+    check_schema_types(schema, feature_names, target_name, path)
+    return feature_names, target_name, ignored
+
+
+def check_not_all_missing(nulls: dict[str, int], n_rows: int, feature_names: list[str], target: str | None,
+                          path: str) -> None:
+    """A column whose every value is null (``nulls[name] == n_rows``, from the file's metadata) is
+    refused when the file is opened: otherwise the first chunk read, in shuffled order, would
+    report one arbitrary row of it."""
+    for name in feature_names + ([] if target is None else [target]):
+        if n_rows and nulls.get(name) == n_rows:
+            need = "every row needs a label" if name == target else \
+                "features must be numbers; leave it out with features= (--features)"
+            raise DataError(f"{path}: column {name!r} is entirely missing (all {n_rows} values are null); {need}")
 
 
 def first_null(col: Any) -> int | None:
@@ -113,6 +166,7 @@ class ChunkRange(Dataset):
         super().__init__()
         self._src, self._lo, self._hi = source, lo, hi
         self.path, self.feature_names, self.target = source.path, source.feature_names, source.target
+        self.ignored_columns = source.ignored_columns
 
     @property
     def n_chunks(self) -> int:

@@ -3,6 +3,8 @@ batches, read in any order through the file's footer. Reading a column touches o
 column's pages, so the label pass reads the target column alone (for an uncompressed file; a
 compressed batch is decompressed whole). The batch lengths are read when the file is opened.
 The streaming IPC format and Feather version 1 have no footer to seek with and are refused.
+As for Parquet, pandas' index columns are no features with ``features=None``, and a column null
+throughout (the batches' null counts, read with their lengths) is refused when the file is opened.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrow
-from .dataset import Chunk, DataError, release_pages, resolve_columns
+from .dataset import Chunk, DataError, release_pages
 
 
 class _Source:
@@ -35,18 +37,22 @@ class _Source:
             with open(path, "rb") as f:
                 self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             self.reader = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(self.mm)))
-            rows = [self.reader.get_batch(i).num_rows for i in range(self.reader.num_record_batches)]
+            names = list(self.reader.schema.names)
+            rows, nulls = [], np.zeros(len(names), dtype=np.int64)
+            for i in range(self.reader.num_record_batches):  # the lengths and null counts of the metadata
+                b = self.reader.get_batch(i)
+                rows.append(b.num_rows)
+                nulls += [b.column(k).null_count for k in range(len(names))]
             release_pages(self.mm)
         except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: mmap of an empty file
             raise DataError(f"{path}: not a readable Arrow IPC file, truncated or corrupt; the streaming "
                             f"format is not supported, only the file format ({exc})") from None
         # One reader serves every view and thread (the batch iterator reads in the background).
         self.lock = threading.Lock()
-        names = list(self.reader.schema.names)
-        t, cols = resolve_columns(names, target, features, path)
-        self.feature_names = [names[k] for k in cols]
-        self.target = None if t is None else names[t]
-        _arrow.check_schema_types(self.reader.schema, self.feature_names, self.target, path)
+        self.feature_names, self.target, self.ignored_columns = _arrow.select_columns(
+            self.reader.schema, target, features, path)
+        _arrow.check_not_all_missing(dict(zip(names, nulls.tolist())), sum(rows), self.feature_names, self.target,
+                                     path)
         self.rows = np.array(rows, dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64)
 
@@ -102,6 +108,16 @@ class ArrowDataset(_arrow.ChunkRange):
 
     def close(self) -> None:
         self._src.close()
+
+
+def column_names(path: str) -> list[str]:
+    """The column names of an Arrow IPC file, from its schema."""
+    pa = _arrow.pyarrow("Arrow IPC")
+    try:
+        with pa.memory_map(path) as source:
+            return list(pa.ipc.open_file(source).schema.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Arrow IPC file, truncated or corrupt ({exc})") from None
 
 
 def open_arrow(

@@ -14,6 +14,12 @@ is no header; columns are named by 0-based index as strings (``"0"``, ``"1"``, .
 default): the first line is a header, but one in which any field parses as a number is refused
 with an error suggesting ``header=False`` (``--no-header``) or ``header=True``: a header-less file
 whose first row is data would otherwise lose that row silently (or shift every label by one).
+A header of one column that holds ``;``, a tab or ``|`` makes a column error suggest ``delimiter=``.
+
+pandas' index: ``df.to_csv(path)`` (pandas' default) writes the index as a first column with an
+empty name. With ``features=None`` that column is no feature (it numbers the rows, and in sorted
+data it is the label in disguise); it is listed in ``ignored_columns``, and ``features=["0", ...]``
+still takes it.
 
 Values: feature columns are converted to float64 by pyarrow (surrounding spaces allowed); an
 empty field or one of pyarrow's null spellings (``NA``, ``N/A``, ``NaN``, ``nan``, ``null``,
@@ -75,6 +81,29 @@ def _line_end(f: Any, pos: int, size: int) -> int:
 
 def _line_breaks(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+# Other common delimiters, as an error message names them.
+_OTHER_DELIMITERS = {";": ("';'", "';'"), "\t": ("a tab", "tab"), "|": ("'|'", "'|'")}
+
+
+def delimiter_hint(names: Sequence[str], delimiter: str) -> str:
+    """``"; ... pass delimiter=';' ..."`` when the header is one column that holds another common
+    delimiter (a ``;``-separated file read with ``,``), else ``""``: the end of an error message."""
+    if len(names) != 1:
+        return ""
+    for d, (holds, word) in _OTHER_DELIMITERS.items():
+        if d != delimiter and d in names[0]:
+            option = "\\t" if d == "\t" else d
+            return (f"; the header is one column that holds {holds}: if the file is {word}-separated, pass "
+                    f"delimiter={d!r} (--delimiter '{option}')")
+    return ""
+
+
+def column_names(path: str, *, header: bool | None = None, delimiter: str = ",", encoding: str = "utf-8") -> list[str]:
+    """The column names of a CSV file as ``open_csv`` reads them (the header; ``"0"``, ``"1"``, ...
+    with ``header=False``), reading the first line only."""
+    return _File(path, None, None, header, delimiter, encoding, os.path.getsize(path) + 1).names
 
 
 class _File:
@@ -139,7 +168,19 @@ class _File:
                     raise DataError(f"{path}: the header names the column {dup[0]!r} more than once")
             self.segments = self._cut(f, data_start, chunk_bytes)
         self.names = names
-        t, cols = resolve_columns(names, target, features, path)
+        try:
+            t, cols = resolve_columns(names, target, features, path)
+        except DataError as exc:
+            raise DataError(f"{exc}{delimiter_hint(names, delimiter)}") from None
+        self.ignored_columns: list[str] = []
+        if features is None and header is not False and names[0].strip() == "" and t != 0:
+            # pandas' df.to_csv(path) writes the index as a first column with an empty name: it is
+            # the row's number, not a feature (a label leaked through the row order, often).
+            cols.remove(0)
+            self.ignored_columns.append("column 0 (unnamed: a pandas index)")
+            if not cols:
+                raise DataError(f"{path}: the only column besides the target is column 0, unnamed (a pandas index); "
+                                "pass features=['0'] (--features 0) to train on it anyway")
         self.feature_names = [names[k] for k in cols]
         self.target = None if t is None else names[t]
         self.lock = threading.Lock()
@@ -311,7 +352,8 @@ class _File:
             value = table.column(name)[j].as_py()
             what = ("the value is missing (empty or NA); features must be numbers" if value is None
                     else f"{value!r} is not a number")
-            return DataError(f"{self.path}: line {self.line_of(s, j)}, column {name!r}: {what}")
+            return DataError(f"{self.path}: line {self.line_of(s, j)}, column {name!r}: {what}"
+                             f"{delimiter_hint(self.names, self.delimiter)}")
         return DataError(f"{self.path}: {self._lines(s)} cannot be read as CSV ({exc})")
 
     def _first_non_number(self, col: Any) -> int | None:
@@ -391,6 +433,7 @@ class CsvDataset(Dataset):
         super().__init__()
         self._f, self._lo, self._hi = file, lo, hi
         self.path, self.feature_names, self.target = file.path, file.feature_names, file.target
+        self.ignored_columns = file.ignored_columns
 
     @property
     def n_chunks(self) -> int:

@@ -77,13 +77,16 @@ class Dataset(abc.ABC):
     """A data set read chunk by chunk; see ``bp_gpu.data.open``.
 
     Attributes: ``path``, ``format`` (``"parquet"``, ``"arrow"``, ``"npy"``, ``"npz"``, ``"csv"``,
-    ``"arrays"``), ``feature_names`` (list of str), ``target`` (the label column's name, or ``None``).
+    ``"arrays"``), ``feature_names`` (list of str), ``target`` (the label column's name, or ``None``),
+    ``ignored_columns`` (the columns that ``features=None`` left out besides the target, each in
+    words: pandas' index, ``"column 0 (unnamed: a pandas index)"``).
     """
 
     path: str
     format: str
     feature_names: list[str]
     target: str | None
+    ignored_columns: Sequence[str] = ()
 
     def __init__(self) -> None:
         self._label_cache: np.ndarray | None = None

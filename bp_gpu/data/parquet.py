@@ -6,7 +6,10 @@ from directory names). Only the needed columns are read (features and target), a
 reads the target column alone. Every file's footer is read when the data set is opened: a
 truncated or foreign file, or a file whose schema (column names and types) differs from the first
 file's, is refused then; a row group that cannot be decoded is reported when it is read.
-Rows are numbered 0-based across the whole data set, in this order.
+Rows are numbered 0-based across the whole data set, in this order. With ``features=None`` the
+columns that pandas' metadata marks as the index (``df.to_parquet`` of a non-range index) are no
+features (``_arrow.select_columns``); a column that the footers' statistics show to be null
+throughout is refused when the data set is opened.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrow
-from .dataset import Chunk, DataError, resolve_columns
+from .dataset import Chunk, DataError
 
 
 def list_files(path: str) -> list[str]:
@@ -43,6 +46,37 @@ def schema_difference(a: Any, b: Any) -> str | None:
     if a.names != b.names:
         return "its columns are in another order"
     return None
+
+
+def null_counts(metas: list[Any], columns: list[str]) -> dict[str, int]:
+    """Nulls per top-level column over every row group of the files' footers (``metas``); a column
+    some row group has no null count for (statistics are optional) is left out."""
+    leaf = {}
+    for j in range(metas[0].num_columns):
+        c = metas[0].schema.column(j)
+        if c.path == c.name:  # a top-level column, not a field of a nested one
+            leaf[c.name] = j
+    out = {}
+    for name in columns:
+        if name in leaf:
+            stats = [md.row_group(rg).column(leaf[name]).statistics for md in metas for rg in range(md.num_row_groups)]
+            if all(st is not None and st.has_null_count for st in stats):
+                out[name] = sum(st.null_count for st in stats)
+    return out
+
+
+def column_names(path: str) -> list[str]:
+    """The column names of a Parquet file (of a directory's first file), from its footer."""
+    pa = _arrow.pyarrow("Parquet")
+    import pyarrow.parquet as pq
+
+    files = list_files(path) if os.path.isdir(path) else [path]
+    if not files:
+        raise DataError(f"{path}: a directory is read as a Parquet data set, but it holds no data files")
+    try:
+        return list(pq.read_schema(files[0]).names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{files[0]}: not a readable Parquet file, truncated or corrupt ({exc})") from None
 
 
 class _Source:
@@ -79,11 +113,10 @@ class _Source:
                     raise DataError(f"{f}: its schema differs from that of {self.files[0]}: {diff}; the files "
                                     "of one data set must have the same columns and types")
             self.metas.append(pf.metadata)
-        names = list(schema0.names)
-        t, cols = resolve_columns(names, target, features, path)
-        self.feature_names = [names[k] for k in cols]
-        self.target = None if t is None else names[t]
-        _arrow.check_schema_types(schema0, self.feature_names, self.target, path)
+        self.feature_names, self.target, self.ignored_columns = _arrow.select_columns(schema0, target, features, path)
+        nulls = null_counts(self.metas, self.feature_names + ([] if self.target is None else [self.target]))
+        _arrow.check_not_all_missing(nulls, sum(md.num_rows for md in self.metas), self.feature_names, self.target,
+                                     path)
         chunks, start = [], 0
         for fi, md in enumerate(self.metas):
             for rg in range(md.num_row_groups):

@@ -1,8 +1,10 @@
-"""``bp-gpu train --resume``: the options given with it, checked against the saved model."""
+"""``bp-gpu train``'s model options: the ``MLPClassifier`` they build, and the checks of those given
+with ``--resume`` against the saved model (shared by the one-process and the data-parallel run)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import UsageError
 
@@ -11,6 +13,11 @@ def _shown(dest: str, value: object) -> str:
     if dest == "hidden":
         return ",".join(map(str, value)) or "none"
     return str(value)
+
+
+# The options that --resume applies when given (partial_fit may change them between calls).
+CHANGEABLE = ("learning_rate", "lr_schedule", "warmup_epochs", "final_learning_rate", "momentum", "batch_size",
+              "weight_decay", "backend")
 
 
 def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
@@ -35,7 +42,7 @@ def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
             f"{', '.join(bad)}; drop them, or train a new model without --resume"
         )
     applied = []
-    for dest in ("learning_rate", "momentum", "batch_size", "weight_decay", "backend"):
+    for dest in CHANGEABLE:
         if dest in args.given:
             applied.append(f"--{dest.replace('_', '-')} {getattr(args, dest)}")
             if dest != "backend":  # the backend was applied by load
@@ -43,3 +50,13 @@ def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
     # --epochs is the total the resumed run trains to: the saved model then says how it was trained.
     clf.set_params(epochs=args.epochs)
     return applied
+
+
+def estimator_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``MLPClassifier`` parameters of the model options (``add_model_options``)."""
+    return dict(
+        hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs, final_learning_rate=args.final_learning_rate,
+        momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs, weight_decay=args.weight_decay,
+        dtype=args.dtype, backend=args.backend, random_state=args.seed,
+    )
