@@ -188,7 +188,7 @@ def release_stream_handle(stream: Any) -> None:
     """Destroy ``stream``'s private handle, if it has one, with its workspace, and drop the
     reference to the stream: for a stream none of whose bound GEMMs will be called again (a
     compiled step's capture stream, freed with the step)."""
-    for key in [k for k, h in _handles.items() if h.stream is stream]:
+    for key in [k for k in _handles if k[1] == stream.ptr]:  # a live stream's pointer is unique in the process
         _handles.pop(key).close()
 
 

@@ -4,7 +4,7 @@ what a capture owns, and a capture that fails.
 CuPy, its cuBLAS binding and the device are stand-ins that record what is done to them; the
 engine and the optimizer bind as the real ones do (a GEMM takes the current stream's cuBLAS
 handle, a reducing kernel the stream's workspace). What the real device does with a graph is the
-device check's part ("capture: errors and lifetime", ``bench/device_check.py``).
+device check's "capture" part (``bench/device_check.py``).
 """
 
 import gc
