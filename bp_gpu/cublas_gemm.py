@@ -153,7 +153,6 @@ class _Handle:
         _check(self.lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr, WORKSPACE_BYTES),
                "cublasSetWorkspace")
 
-
     def close(self) -> None:
         """Destroy the handle on its device, then let its workspace and stream go: ``cublasDestroy``
         synchronizes the device first (cuBLAS docs), so no GEMM in flight still uses the workspace.
@@ -161,8 +160,6 @@ class _Handle:
         import cupy
         from cupy_backends.cuda.libs import cublas
 
-        if self.handle is None:
-            return
         with cupy.cuda.Device(self.device):
             cublas.destroy(self.handle)
         self.handle = self.workspace = self.stream = None

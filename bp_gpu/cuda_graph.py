@@ -41,18 +41,19 @@ class _Resources:
     """What a captured step owns: the graph, the prepared calls and buffers it reads and writes,
     and its capture stream with what is cached for that stream."""
 
-    def __init__(self, stream: Any) -> None:
-        self.stream, self.graph, self.keep = stream, None, ()
+    def __init__(self, stream: Any, device: int) -> None:
+        self.stream, self.device, self.graph, self.keep = stream, device, None, ()
 
     def release(self) -> None:
-        """Wait for the device (a replay may be in flight on any stream), then let everything go
-        back: what the graph reads and writes only after the wait."""
+        """Wait for the step's device (a replay may be in flight on any of its streams), then let
+        everything go back: what the graph reads and writes only after the wait."""
         import cupy
 
         from . import cublas_gemm
         from .kernels import _launch
 
-        cupy.cuda.runtime.deviceSynchronize()
+        with cupy.cuda.Device(self.device):
+            cupy.cuda.runtime.deviceSynchronize()
         self.graph = self.keep = None
         cublas_gemm.release_stream_handle(self.stream)
         _launch.release_stream(self.stream.ptr)
@@ -80,7 +81,7 @@ def capture_step(engine: Any, optimizer: Any, X: Any, T: Any, scale: float, posi
 
     B = X.shape[0]
     caller = cupy.cuda.get_current_stream()
-    resources = _Resources(cupy.cuda.Stream(non_blocking=True))
+    resources = _Resources(cupy.cuda.Stream(non_blocking=True), cupy.cuda.Device().id)
     try:
         resources.graph, resources.keep = _capture(engine, optimizer, X, T, B, scale, positive_class,
                                                    resources.stream, caller)
