@@ -8,4 +8,6 @@ from any install; each module with a ``main`` also runs as a script (``python be
 - ``worker``: one measurement in a fresh process (warm-up, one timed epoch, peak memory).
 - ``micro``: copy bandwidth, GEMM ceiling, each fused step vs its unfused NumPy expression.
 - ``harness``: runs the workers alternately, repeats, aggregates; ``report``: table, JSON, PNG.
+- ``device_check``: the one prepared check for a lent GPU, within a time budget; ``device_timing``:
+  its sleeping kernel, event timings and allocation counts.
 """

@@ -23,9 +23,21 @@ measured with a C stand-in by ``bench/host_path.py``).
 Handles: one private handle per (device, stream), its stream set once and then a user workspace
 (32 MiB, cuBLAS's default pool size on Hopper): ``cublasSetStream`` resets the workspace, so the
 order matters, and a user workspace keeps cuBLAS from adding memory nodes to a captured graph
-(cuBLAS docs, ``cublasSetWorkspace`` and "CUDA Graphs Support"). Eager steps and captured steps use
-the same handle and workspace, so they compute the same bits (cuBLAS docs, "Results
-Reproducibility"). CuPy does not bind ``cublasSetWorkspace``, hence ctypes.
+(cuBLAS docs, ``cublasSetWorkspace`` and "CUDA Graphs Support"). CuPy does not bind
+``cublasSetWorkspace``, hence ctypes.
+
+Lifetime: the handles of the streams eager steps run on are kept for the process (made once per
+stream: ``cublasDestroy`` synchronizes the device, cuBLAS docs ``cublasCreate``/``cublasDestroy``).
+A compiled step captures on a stream of its own, whose handle, workspace and stream
+``release_stream_handle`` frees with the compiled step (``bp_gpu.cuda_graph``).
+
+So an eager step and a captured one run on two handles, alike (the same library, device and
+workspace size, cuBLAS's default math mode, the compute type and algorithm passed per call).
+cuBLAS promises the same bits for a routine of one toolkit on one architecture and SM count when
+every stream has its own workspace or handle (cuBLAS docs, "Results Reproducibility"); that two
+handles set up alike choose the same kernel follows from that promise rather than being stated in
+it, so it is checked on the device: the ``gpu`` test ``test_compiled_step_graph_replays_train_step_bit_for_bit``
+and the device check's "compiled vs eager" part (``bench/device_check.py``).
 
 ``gemm_arguments`` is pure Python (tested on the CPU against a column-major emulation); the rest
 needs a GPU and is exercised by the ``gpu`` tests and ``bench/device_check.py``.
@@ -133,20 +145,32 @@ class _Handle:
         from cupy_backends.cuda.libs import cublas
 
         self.lib = _libcublas()
+        self.device = cupy.cuda.Device().id
         self.handle = cublas.create()  # plain cublasCreate of the same library; enqueues nothing
-        self.stream = stream
+        self.stream = stream  # kept: its pointer is this handle's key and is not reused while it lives
         self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # pool blocks are 512-B aligned
         _check(self.lib.cublasSetStream_v2(self.handle, stream.ptr), "cublasSetStream")
         _check(self.lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr, WORKSPACE_BYTES),
                "cublasSetWorkspace")
+
+    def close(self) -> None:
+        """Destroy the handle on its device, then let its workspace and stream go: ``cublasDestroy``
+        synchronizes the device first (cuBLAS docs), so no GEMM in flight still uses the workspace.
+        No GEMM bound to this handle may be called afterwards."""
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        with cupy.cuda.Device(self.device):
+            cublas.destroy(self.handle)
+        self.handle = self.workspace = self.stream = None
 
 
 _handles: dict[tuple[int, int], _Handle] = {}
 
 
 def handle_for_current_stream() -> _Handle:
-    """The private handle of (current device, CuPy's current stream), created on first use. Streams
-    live as long as the engines that bound GEMMs to them, so handles are kept, not recycled."""
+    """The private handle of (current device, CuPy's current stream), created on first use and kept
+    until ``release_stream_handle`` of that stream (see the module docstring)."""
     import cupy
 
     stream = cupy.cuda.get_current_stream()
@@ -155,6 +179,14 @@ def handle_for_current_stream() -> _Handle:
     if h is None:
         h = _handles[key] = _Handle(stream)
     return h
+
+
+def release_stream_handle(stream: Any) -> None:
+    """Destroy ``stream``'s private handle, if it has one, with its workspace, and drop the
+    reference to the stream: for a stream none of whose bound GEMMs will be called again (a
+    compiled step's capture stream, freed with the step)."""
+    for key in [k for k in _handles if k[1] == stream.ptr]:  # a live stream's pointer is unique in the process
+        _handles.pop(key).close()
 
 
 class PreparedGemm:

@@ -16,7 +16,10 @@ moments (the same value: same inputs, same expression) and applies it; its last 
 Shapes: ``P`` parameters, ``K`` segments, ``GX`` blocks per segment. params, grads (P,); state (2, P);
 hyper (N_HYPER,) float64; segments (K + 1,) int64 (boundaries, the first 0 and the last P; a device
 copy is kept per boundaries); work (K + 2 K GX,) float64: the K ratios, then the (K, GX, 2) partial
-sums.
+sums. ``work`` is written by launch 1 and read by launch 2, so it belongs to one prepared pair: two
+optimizers, or one optimizer's eager step and a replay on another stream, sharing it would read each
+other's ratios. Each ``prepare_lamb_update`` allocates its own; the eager ``lamb_update`` uses one
+per (device, stream), whose launches run in stream order.
 
 Launch geometry: a (GX, K) grid of 1-D blocks: blockIdx.y is the segment, blockIdx.x and threadIdx.x
 grid-stride over it. Memory-level parallelism: each thread loads ``ROWS`` elements of every array it
@@ -211,30 +214,27 @@ def work_size(segments: np.ndarray) -> int:
     return n_seg + 2 * n_seg * gx
 
 
-_segment_buffers: dict[tuple, tuple[Any, Any]] = {}
+_segment_buffers: dict[tuple, Any] = {}
 
 
-def _device_buffers(segments: np.ndarray) -> tuple[Any, Any]:
-    """(segments on the device, work) for these boundaries: copied and allocated once per device
-    and boundaries, so a step never allocates or copies."""
+def _device_segments(segments: np.ndarray) -> Any:
+    """The boundaries on the device, copied once per device and boundaries (only ever read), so a
+    step never copies."""
     key = (_launch._device_id(), tuple(int(s) for s in segments))
-    bufs = _segment_buffers.get(key)
-    if bufs is None:
-        if _launch.SIMULATOR:
-            bufs = (np.array(segments, dtype=np.int64), np.zeros(work_size(segments), np.float64))
-        else:
-            import cupy
-
-            bufs = (cupy.asarray(segments, dtype=np.int64), cupy.zeros(work_size(segments), np.float64))
-        _segment_buffers[key] = bufs
-    return bufs
+    seg = _segment_buffers.get(key)
+    if seg is None:
+        xp = np if _launch.SIMULATOR else _launch._cp()
+        seg = _segment_buffers[key] = xp.asarray(segments, dtype=np.int64)
+    return seg
 
 
 def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
-                        segments: np.ndarray) -> Callable[[], None]:
+                        segments: np.ndarray, work: Any = None) -> Callable[[], None]:
     """The two launches of one LAMB step on these buffers, on CuPy's current stream of now, checked
     and planned once.  params, grads (P,); state (2, P); hyper (N_HYPER,) float64, advanced by one
-    step; segments (K + 1,) int64 host array (the boundaries)."""
+    step; segments (K + 1,) int64 host array (the boundaries); work: float64 device scratch of at
+    least ``work_size(segments)`` entries that no other launch uses meanwhile (default: allocated
+    here, owned by these launches; see the module docstring)."""
     where = "lamb_update"
     n = params.shape[0]
     _launch.check_1d(params, n, "params", where)
@@ -245,7 +245,12 @@ def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weigh
     seg = np.asarray(segments)
     if seg.ndim != 1 or len(seg) < 2 or seg[0] != 0 or seg[-1] != n or np.any(np.diff(seg) < 0):
         raise ValueError(f"{where}: segments must rise from 0 to {n}; got {seg.tolist()}")
-    seg_dev, work = _device_buffers(seg)
+    seg_dev = _device_segments(seg)
+    if work is None:
+        work = (np if _launch.SIMULATOR else _launch._cp()).zeros(work_size(seg), np.float64)
+    elif work.ndim != 1 or work.dtype != np.float64 or work.shape[0] < work_size(seg) or not work.flags.c_contiguous:
+        raise ValueError(f"{where}: work must be a contiguous float64 array of at least {work_size(seg)} entries; "
+                         f"got {work.dtype} of shape {tuple(work.shape)}")
     grid, block = geometry(seg)
     p, s, h, sd, w = (_launch.arg(x, name) for x, name in
                       ((params, "params"), (state, "state"), (hyper, "hyper"), (seg_dev, "segments"), (work, "work")))
@@ -266,8 +271,10 @@ def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weigh
 
 
 def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray) -> None:
-    """One LAMB step on CuPy's current stream: two launches (see ``prepare_lamb_update``)."""
-    prepare_lamb_update(params, grads, state, hyper, n_weights, segments)()
+    """One LAMB step on CuPy's current stream: two launches (see ``prepare_lamb_update``), with the
+    stream's own ``work`` (one per device and stream: eager steps on one stream run in order)."""
+    work = _launch.workspace("lamb_work", np.float64, work_size(np.asarray(segments)))
+    prepare_lamb_update(params, grads, state, hyper, n_weights, segments, work)()
 
 
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:

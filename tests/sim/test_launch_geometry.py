@@ -2,8 +2,12 @@
 
 import itertools
 
+import numpy as np
 import pytest
 from bp_gpu.kernels import _launch
+
+from bp_gpu import steps_numpy as ref
+from bp_gpu.cuda_host import CUDA_STEPS as K
 
 SHAPES = [(n, o) for n, o in itertools.product([1, 2, 7, 33, 255, 4096, 65537], [1, 3, 31, 32, 33, 1024, 50000])]
 # Grid caps: the simulator's; an H100's 132 SMs x 3, 4, 5 or 8 resident blocks (76, 64, 48 and
@@ -44,3 +48,22 @@ def test_a_grid_fills_its_cap_when_the_array_is_large(settings):
     for cap in CAPS[settings]:
         (gx, gy), _ = _launch.tile_2d(65537, 1024, cap)
         assert gx * gy > cap - gx  # at most one row of blocks short of the cap
+
+
+@pytest.mark.sim
+def test_empty_arrays():
+    # No rows (a batch of none): the launch runs and the column sums are zeros, as the reference's.
+    # No columns: a grid of no blocks, which launches nothing (the driver refuses a zero grid).
+    assert _launch.tile_2d(0, 5, 4)[0] == (1, 1) and _launch.tile_2d(7, 0, 4)[0][0] == 0
+    G, Z = np.empty((0, 5)), np.empty((0, 5))
+    db, db_ref = np.full(5, 7.0), np.full(5, 7.0)
+    K.sigmoid_delta_backward(G, Z, db)
+    ref.sigmoid_delta_backward(G.copy(), Z, db_ref)
+    np.testing.assert_array_equal(db, db_ref)
+    A, b, T, D = np.empty((0, 3)), np.zeros(3), np.empty((0, 3)), np.empty((0, 3))
+    runs = [(np.full(3, 7.0), np.array([5.0, 1.0])) for _ in range(2)]
+    K.output_loss_delta(A, b, T, 1, 1.0, D, *runs[0])
+    ref.output_loss_delta(A, b, T, 1, 1.0, D.copy(), *runs[1])
+    for got, want in zip(*runs):
+        np.testing.assert_array_equal(got, want)
+    K.bias_sigmoid_forward(np.empty((4, 0)), np.empty(0))  # nothing to do, and nothing raised

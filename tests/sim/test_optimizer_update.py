@@ -5,7 +5,7 @@ the last-block ticket is back at 0 after every launch (several blocks in these g
 import numpy as np
 import pytest
 from bp_gpu.kernels import _launch
-from bp_gpu.kernels.lamb_update import geometry, lamb_update
+from bp_gpu.kernels.lamb_update import geometry, lamb_update, prepare_lamb_update
 from bp_gpu.kernels.optimizer_update import optimizer_update
 
 from bp_gpu import steps_numpy as ref
@@ -80,6 +80,42 @@ def test_lamb_update_matches_reference(dtype, segments, rng):
     np.testing.assert_allclose(x1, x0, **TOL[dtype])
     np.testing.assert_allclose(s1, s0, **TOL[dtype])
     np.testing.assert_array_equal(h1, h0)
+
+
+@pytest.mark.sim
+def test_two_lamb_steps_of_the_same_shapes_keep_their_own_work(rng, monkeypatch):
+    # Two LAMB optimizers of one architecture (or an eager step and a graph replayed on another
+    # stream): their launches may interleave, launch 1 of one between the two of the other. Each
+    # prepared pair writes its trust ratios into its own work buffer, so each step is its own.
+    launches = []
+    real = _launch.prepared
+    monkeypatch.setattr(_launch, "prepared", lambda *a: launches.append(real(*a)) or launches[-1])
+    segments = np.array([0, 12, 15, 19, 20], dtype=np.int64)  # W1 (4, 3), W2 (1, 3); b1 (4,), b2 (1,)
+    runs = []
+    for _ in range(2):
+        p, g = rng.standard_normal(20), rng.standard_normal(20)
+        runs.append([(p.copy(), g, np.zeros((2, 20)), _hyper()), (p, g, np.zeros((2, 20)), _hyper())])
+        prepare_lamb_update(*runs[-1][1], 15, segments)
+    moments_a, apply_a, moments_b, apply_b = launches
+    for launch in (moments_a, moments_b, apply_a, apply_b):
+        launch()
+    for (x0, g, s0, h0), (x1, _, s1, h1) in runs:
+        ref.lamb_update(x0, g, s0, h0, 15, segments)
+        np.testing.assert_allclose(x1, x0, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(s1, s0, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(h1, h0)
+
+
+@pytest.mark.sim
+def test_eager_lamb_steps_use_their_streams_work(monkeypatch):
+    segments = np.array([0, 3, 4], dtype=np.int64)
+    for ptr in (0x10, 0x20, 0x10):  # eager steps on two streams, then the first again
+        monkeypatch.setattr(_launch, "_stream_ptr", lambda ptr=ptr: ptr)
+        lamb_update(np.ones(4), np.ones(4), np.zeros((2, 4)), _hyper(), 3, segments)
+    keys = [k for k in _launch._workspaces if k[2] == "lamb_work" and k[1] in (0x10, 0x20)]
+    assert sorted(k[1] for k in keys) == [0x10, 0x20]
+    with pytest.raises(ValueError, match="work must be a contiguous float64 array of at least"):
+        prepare_lamb_update(np.ones(4), np.ones(4), np.zeros((2, 4)), _hyper(), 3, segments, np.zeros(1))
 
 
 @pytest.mark.sim
