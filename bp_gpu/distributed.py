@@ -81,6 +81,9 @@ INSTALL_HINT = "pip install 'bp_gpu[mpi]'"
 _SPIN_S = 0.02
 _yield = getattr(os, "sched_yield", lambda: None)
 _EVERY_RANK = "_bp_gpu_every_rank"
+# After Ctrl-C with ProcessGroup.interrupt == "keep", how long the other ranks wait for rank 0 to save
+# the model and end the job before they end it.
+INTERRUPT_GRACE_S = 60.0
 
 
 def _mpi() -> Any:
@@ -158,6 +161,9 @@ class ProcessGroup:
     # rows as arrays are permuted, so N ranks step exactly as one process on the union of their
     # batches (the documented order; a shard streamed chunk by chunk would draw another).
     holds_shards_in_memory = True
+    # Ctrl-C (mpiexec forwards it to every rank): "abort" ends the job at once; "keep" (bp-gpu train)
+    # stops rank 0's epoch loop at the last completed epoch for it to save, then end the job.
+    interrupt = "abort"
 
     def __init__(self, comm: Any, timeout_s: float | None = None) -> None:
         self.MPI = _mpi()
@@ -209,15 +215,20 @@ class ProcessGroup:
             sys.stderr.write(f"{detail}bp_gpu (rank {self.rank} of {self.size}): {message}\n")
             sys.stderr.flush()
             time.sleep(0.5)
-        if self._nccl is not None:
-            # ncclCommAbort releases the GIL and may wait on peers: never let it hold up MPI_Abort.
-            t = threading.Thread(target=self._nccl.abort, daemon=True)
-            t.start()
-            t.join(1.0)
+        self._abort_nccl()
         self.MPI.COMM_WORLD.Abort(status)
         # MPICH's MPI_Abort can return (it asks the process manager to kill the job; seen here with
         # MPICH 5.0: code after Abort ran before the kill arrived): this process must not go on.
         os._exit(status)
+
+    def _abort_nccl(self) -> None:
+        """Abort the NCCL communicator, if any: its pending all-reduces end (ncclCommAbort)."""
+        if self._nccl is not None:
+            # ncclCommAbort releases the GIL and may wait on peers: never let it hold up what follows.
+            t = threading.Thread(target=self._nccl.abort, daemon=True)
+            t.start()
+            t.join(1.0)
+            self._nccl = None
 
     def abort_for(self, exc: BaseException) -> None:
         """An error only this rank saw: print it and end the job (status 130 for Ctrl-C, else 1)."""
@@ -232,6 +243,19 @@ class ProcessGroup:
                            "job, since the other processes cannot go on without it", detail)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupt == "keep":
+            if self.rank == 0:
+                # The epoch loop (bp_gpu.train) keeps the last completed epoch and returns; the caller
+                # saves it and ends the job. A second Ctrl-C ends it at once. An all-reduce that waits
+                # for the others on the GPU would hold up the stream the save copies on: NCCL goes first.
+                self.interrupt = "abort"
+                self._abort_nccl()
+                raise KeyboardInterrupt
+            # The others wait in their collectives for rank 0 to end the job; if it cannot, they do.
+            timer = threading.Timer(INTERRUPT_GRACE_S, self.abort, (130,))
+            timer.daemon = True
+            timer.start()
+            return
         self.abort(130, "interrupted (Ctrl-C): ending the job; model files already written are complete "
                         "(they are written whole or not at all)" if self.rank == 0 else None)
 

@@ -351,3 +351,26 @@ def test_resume_applies_the_options_that_may_change(tmp_path, table):
     assert (resumed.learning_rate, resumed.batch_size, resumed.weight_decay) == (0.05, 8, 0.001)
     assert resumed.n_iter_ == 3 and resumed._optimizer.learning_rate.peak == 0.05
     assert resumed.epochs == 3  # the total it was trained to, not the first run's 2
+
+
+@pytest.mark.parametrize("env, warned", [({"PMI_SIZE": "2", "PMI_RANK": "0"}, True),
+                                         ({"PMI_SIZE": "2", "PMI_RANK": "1"}, False),
+                                         ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "0"}, True),
+                                         ({"PMI_SIZE": "1", "PMI_RANK": "0"}, False)])
+def test_a_launcher_world_without_distributed_is_warned_about_once(tmp_path, capsys, monkeypatch, env, warned):
+    """mpiexec -n N bp-gpu train without --distributed trains N models that all write --out: the
+    first process says so (the launchers' variables tell, without starting MPI)."""
+    for name in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE",
+                 "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    np.save(tmp_path / "d.npy", np.column_stack([X, X[:, 0] > 0]))
+    from bp_gpu.cli import main
+
+    assert main(["train", str(tmp_path / "d.npy"), "--target", "3", "--epochs", "1", "--hidden", "none",
+                 "--backend", "cpu", "--quiet", "--out", str(tmp_path / "m.npz")]) == 0
+    err = capsys.readouterr().err
+    assert ("--distributed is not given" in err) == warned, err

@@ -6,6 +6,7 @@ one costs a few seconds."""
 import importlib.util
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -515,6 +516,10 @@ def test_cli_trains_on_its_shards_and_resumes(tmp_path):
     rc, out, err = run(tmp_path / "d.npy", "--target", 4, "--epochs", 4, "--out", tmp_path / "whole.npz", *common)
     assert rc == 0, err
     assert out.count("trained 4 epoch(s)") == 1 and "on 2 process(es)" in out, out
+    # Rank 0's start line, and (stderr is a pipe here, as under any mpiexec) a line per epoch.
+    assert out.count("training on 301 rows, 4 features of") == 1 and "data-parallel on 2 processes" in out, out
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("epoch ")] == \
+        [f"epoch {k}/4" for k in range(1, 5)], err
     rc, out, err = run(tmp_path / "d.npy", "--target", 4, "--epochs", 2, "--out", tmp_path / "half.npz",
                        "--checkpoint-every", 1, *common)
     assert rc == 0, err
@@ -528,11 +533,50 @@ def test_cli_trains_on_its_shards_and_resumes(tmp_path):
     rc, out, err = run(tmp_path / "d.csv", "--target", "label", "--epochs", 2, "--out", tmp_path / "c.npz", *common)
     assert rc == 0, err
     assert list(bp_gpu.load(tmp_path / "c.npz").classes_) == ["no", "yes"]
+    # Resuming a model fitted on a CSV's named columns: the file's names are checked, no warning.
+    rc, out, err = run(tmp_path / "d.csv", "--target", "label", "--epochs", 3, "--out", tmp_path / "c.npz",
+                       "--resume", tmp_path / "c.npz", *common)
+    assert rc == 0 and "Warning" not in err, err
+    assert bp_gpu.load(tmp_path / "c.npz").n_iter_ == 3
+
+    # mpiexec without --distributed: every process would train alone and write --out; said once.
+    rc, out, err = run(tmp_path / "d.npy", "--target", 4, "--epochs", 1, "--out", tmp_path / "alone.npz",
+                       *common[:-1])
+    assert rc == 0 and err.count("--distributed is not given") == 1, err
 
     rc, out, err = run(tmp_path / "bad.npy", "--target", 4, "--epochs", 2, "--out", tmp_path / "b.npz", *common)
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1, err
     assert lines[0].startswith("bp-gpu train: error: rank 1 of 2: ") and "row 250" in lines[0], lines[0]
+
+
+@needs_mpiexec
+def test_cli_ctrl_c_saves_the_last_completed_epoch(tmp_path):
+    """Ctrl-C under mpiexec (which forwards it to every process) does what it does to one process:
+    rank 0 keeps the last completed epoch, saves it to --out, and the job ends (non-zero) within
+    seconds, no process left behind; the file resumes under the same number of processes."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40_000, 16))
+    np.save(tmp_path / "big.npy", np.column_stack([X, X[:, 0] > 0]))
+    out = tmp_path / "m.npz"
+    proxies = _proxies()
+    proc = _start(2, [PY, "-m", "bp_gpu.cli", "train", str(tmp_path / "big.npy"), "--target", "16", "--hidden",
+                      "256,256", "--epochs", "1000", "--backend", "cpu", "--distributed", "--out", str(out)])
+    lines, deadline = [], time.monotonic() + 120
+    while not any(line.startswith("epoch 1/") for line in lines):
+        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+        if ready:
+            lines.append(proc.stderr.readline())
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"no epoch line within 120 s: {lines} {proc.communicate()}")
+    proc.send_signal(signal.SIGINT)
+    rc, stdout, err, seconds = _finish(proc, timeout=60)
+    assert rc != 0 and "the last completed epoch (" in err and f"is saved in {out}" in err, (rc, stdout, err)
+    assert f"saved {out}" in stdout
+    model = bp_gpu.load(out)
+    assert model.n_iter_ >= 1 and len(model._state.rank_rngs) == 2
+    _assert_no_orphans(str(tmp_path), proxies)
 
 
 @needs_mpiexec

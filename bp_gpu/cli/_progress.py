@@ -1,7 +1,8 @@
 """Training feedback for the CLI: a tqdm progress bar (loss, samples/s, ETA) and checkpoints.
 
 tqdm is imported only when a bar is shown, so commands that train quietly, and ``bp-gpu info``,
-run without the ``train`` extra. The bar is off with ``--quiet`` or when stderr is not a terminal.
+run without the ``train`` extra. The bar is off with ``--quiet`` or when stderr is not a terminal;
+``epoch_lines`` prints a line per epoch there instead (a data-parallel run, whose stderr mpiexec pipes).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class ProgressMonitor:
         desc: str = "training",
         checkpoint: tuple[str, int] | None = None,
         on_epoch_extra: Callable[[EpochInfo], None] | None = None,
+        epoch_lines: bool = False,
     ) -> None:
         self.bar: Any = None
+        self.epoch_lines = epoch_lines and not quiet
         self.total_epochs = total_epochs
         self.rows_seen = 0  # training rows stepped on, over every epoch
         self.checkpoint = checkpoint
@@ -70,6 +73,10 @@ class ProgressMonitor:
             if info.validation_score is not None:
                 post["val_acc"] = f"{info.validation_score:.4f}"
             self.bar.set_postfix(post, refresh=False)
+        elif self.epoch_lines:
+            val = "" if info.validation_score is None else f", validation accuracy {info.validation_score:.4f}"
+            print(f"epoch {info.epoch}/{info.last_epoch}: loss {info.loss:.6f}{val}, {info.seconds:.2f} s",
+                  file=sys.stderr, flush=True)
         if self.checkpoint is not None and info.epoch % self.checkpoint[1] == 0:
             info.model().save(self.checkpoint[0])
             self.checkpoints_written += 1

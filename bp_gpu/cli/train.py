@@ -271,47 +271,74 @@ def ctrl_c_deferred() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``bp-gpu train``: one path for one process and for a data-parallel job's processes
+    (``--distributed``: ``bp_gpu/cli/_distributed.py`` gives the process group; a single process is
+    a group of one)."""
+    from ._distributed import process_group, warn_if_undistributed
+
+    check_paths(args)  # a bad --out is found now, not after the training
+    warn_if_undistributed(args)
+    group = process_group(args)
+    with group.guard():
+        try:
+            return _train(args, group)
+        except KeyboardInterrupt as exc:
+            if group.size > 1:  # the other processes wait in a collective: end the job, saying why
+                group.abort(130, f"interrupted {exc}".rstrip())
+            raise
+        except Exception as exc:
+            from ..distributed import raised_on_every_rank
+
+            if group.size > 1 and raised_on_every_rank(exc) and group.rank != 0:
+                return 1  # rank 0 prints the error, once
+            raise
+
+
+def _train(args: argparse.Namespace, group: Any) -> int:
     from ..classifier import MLPClassifier, load
-    from ._dataset import open_data
+    from ._distributed import open_part, total
     from ._options import estimator_params, resume_options
     from ._progress import ProgressMonitor, save_curves
 
-    check_paths(args)  # a bad --out is found now, not after the training
-    if args.distributed:  # one process of a data-parallel job: bp_gpu/cli/_distributed.py
-        from ._distributed import run_distributed
-
-        return run_distributed(args)
+    lead, world = group.rank == 0, group.size  # the lead process prints, draws and writes
+    # Before any device memory (a --resume model is loaded onto the current GPU).
+    group.agree(lambda: group.use_device(args.backend), "choosing this process's GPU")
     if args.resume:
-        clf = load(args.resume, backend=args.backend if "backend" in args.given else None)
-        applied = resume_options(args, clf)
+        clf = group.agree(lambda: load(args.resume, backend=args.backend if "backend" in args.given else None),
+                          f"loading {args.resume}")
+        applied = group.agree(lambda: resume_options(args, clf), f"checking the options against {args.resume}")
+        clf.set_params(distributed=args.distributed)
         remaining = args.epochs - clf.n_iter_
-        if remaining < 1:
-            raise CLIError(
-                f"{args.resume} has already trained {clf.n_iter_} epochs; ask for more with --epochs"
-            )
+        if remaining < 1:  # the same file on every process: the same verdict
+            raise group.everywhere(CLIError(
+                f"{args.resume} has already trained {clf.n_iter_} epochs; ask for more with --epochs"))
     else:
         clf = MLPClassifier(**estimator_params(args), early_stopping=args.early_stopping,
-                            validation_fraction=args.validation_fraction, standardize=args.standardize)
+                            validation_fraction=args.validation_fraction, standardize=args.standardize,
+                            distributed=args.distributed)
         remaining = args.epochs
-    data = open_data(args, args.target, clf if args.resume else None)
-    n_rows = data.n_rows
+    data = group.agree(lambda: open_part(args, group, clf if args.resume else None), f"reading {args.data}")
+    n_rows = int(total(group, data.n_rows))
     if n_rows == 0:
         raise CLIError(f"{args.data}: the data set has no rows")
-    first = clf.n_iter_ + 1 if args.resume else 1
-    what = f"epoch{f's {first}-' if first < args.epochs else ' '}{args.epochs}"
-    if args.resume:
-        what += f" of {args.resume}"
-    ignored = f", ignoring {', '.join(data.ignored_columns)}" if data.ignored_columns else ""
-    print(f"training on {n_rows} rows, {data.n_features} features of {args.data}{ignored}: {what}, saving to "
-          f"{args.out}", flush=True)
-    if args.resume and applied:
-        print(f"resuming with {', '.join(applied)} (the rest as saved in {args.resume})", flush=True)
+    if lead:
+        first = clf.n_iter_ + 1 if args.resume else 1
+        what = f"epoch{f's {first}-' if first < args.epochs else ' '}{args.epochs}"
+        if args.resume:
+            what += f" of {args.resume}"
+        ignored = f", ignoring {', '.join(data.ignored_columns)}" if data.ignored_columns else ""
+        where = f", data-parallel on {world} processes" if world > 1 else ""
+        print(f"training on {n_rows} rows, {data.n_features} features of {args.data}{ignored}{where}: {what}, "
+              f"saving to {args.out}", flush=True)
+        if args.resume and applied:
+            print(f"resuming with {', '.join(applied)} (the rest as saved in {args.resume})", flush=True)
     # The bar after the lines above: it draws itself at once, and a line printed later would run into it.
     monitor = ProgressMonitor(
         n_rows,  # the bar corrects itself to the training rows after an epoch (early stopping)
         remaining,
-        quiet=args.quiet,
-        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every else None,
+        quiet=args.quiet or not lead,
+        checkpoint=(args.out, args.checkpoint_every) if args.checkpoint_every and lead else None,
+        epoch_lines=world > 1,  # mpiexec pipes stderr: a line per epoch where no bar can be drawn
     )
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -329,34 +356,34 @@ def run(args: argparse.Namespace) -> int:
             monitor.close()
     seconds = time.perf_counter() - t0
     interrupted = any("interrupted" in str(w.message) for w in caught)
-    for w in caught:
-        print(f"bp-gpu train: {w.message}", file=sys.stderr)
+    if lead:
+        for w in caught:
+            print(f"bp-gpu train: {w.message}", file=sys.stderr)
     done = clf.n_iter_ - (args.epochs - remaining)
     try:
-        with ctrl_c_deferred():  # a second Ctrl-C (the first stopped the training) waits for the file
-            clf.save(args.out)
-        rate = monitor.rows_seen / seconds if seconds > 0 else float("nan")
-        print(
-            f"{'interrupted: ' if interrupted else ''}trained {done} epoch(s) ({clf.n_iter_} in total) on "
-            f"backend {clf.net_.backend} in {seconds:.2f} s ({rate:,.0f} samples/s)"
-        )
-        print(f"saved {args.out}", flush=True)
+        if lead:
+            with ctrl_c_deferred():  # a second Ctrl-C (the first stopped the training) waits for the file
+                clf.save(args.out)
+            rate = monitor.rows_seen / seconds if seconds > 0 else float("nan")
+            on = f"data-parallel on {world} process(es), backend" if world > 1 else "on backend"
+            print(f"{'interrupted: ' if interrupted else ''}trained {done} epoch(s) ({clf.n_iter_} in total) {on} "
+                  f"{clf.net_.backend} in {seconds:.2f} s ({rate:,.0f} samples/s)")
+            print(f"saved {args.out}", flush=True)
+        if interrupted and world > 1:
+            # Only this process stopped (bp_gpu.distributed keeps the last epoch on rank 0 for bp-gpu
+            # train); the others wait in a collective: the job ends here, its model saved.
+            group.abort(130, f"interrupted: the last completed epoch ({clf.n_iter_} in total) is saved in {args.out}")
         # The training accuracy is one more pass over the data: a Ctrl-C during it loses nothing.
-        print(
-            f"network {list(clf.net_.layer_sizes)}, final training loss {clf.loss_curve_[-1]:.6f}, "
-            f"training accuracy {clf.score(data):.4f}"
-        )
-        if getattr(clf, "validation_scores_", None):
-            print(f"best validation accuracy {clf.best_validation_score_:.4f}")
-        if args.plot:
-            save_curves(
-                args.plot,
-                clf.loss_curve_,
-                getattr(clf, "validation_scores_", None),
-                "validation accuracy",
-                f"bp-gpu train {args.data}",
-            )
-            print(f"training curves: {args.plot}")
+        hits = total(group, round(clf.score(data) * data.n_rows))
+        if lead:
+            print(f"network {list(clf.net_.layer_sizes)}, final training loss {clf.loss_curve_[-1]:.6f}, "
+                  f"training accuracy {hits / n_rows:.4f}")
+            if getattr(clf, "validation_scores_", None):
+                print(f"best validation accuracy {clf.best_validation_score_:.4f}")
+            if args.plot:
+                save_curves(args.plot, clf.loss_curve_, getattr(clf, "validation_scores_", None),
+                            "validation accuracy", f"bp-gpu train {args.data}")
+                print(f"training curves: {args.plot}")
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"after {args.out} was saved ({clf.n_iter_} epochs in total)") from None
     return 130 if interrupted else 0
