@@ -74,14 +74,14 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype):
-    """A fresh ``Engine`` for an already resolved backend name."""
+def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype, precision: str = "highest"):
+    """A fresh ``Engine`` for an already resolved backend name (``precision``: see ``bp_gpu.precision``)."""
     from .engine import Engine
 
     if backend == "cpu":
         from .cpu_backend import CPU_STEPS
 
-        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu")
+        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu", precision)
     from .cuda_host import make_cuda_engine
 
-    return make_cuda_engine(layer_sizes, dtype)
+    return make_cuda_engine(layer_sizes, dtype, precision)
