@@ -291,7 +291,7 @@ def take_rows(a: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
     _take_rows(a, idx, out)
 
 
-# -- mixed precision: the rounded copies (bp_gpu.precision; docs/math.md, "The rounding contract") -------
+# -- mixed precision: the rounded copies (bp_gpu.precision; docs/math.md, "Mixed precision") -------
 # The CPU backend emulates the contract: each step that writes a GEMM operand also writes its rounded
 # copy R (float32 values representable in the format), and the GEMMs multiply the copies in float32
 # with BLAS. ``fmt`` is bp_gpu.precision's BF16 or TF32; the rounding is the integer arithmetic of

@@ -18,7 +18,7 @@ narrow network (``[28, 64, 64, 1]``) the host work around the calls is most of a
 and a few percent of one on the CPU. The batch is the only per-call input (slots ``X`` and ``T``).
 The same list, replayed, is a compiled step (``bp_gpu.compiled_step``).
 
-Precision (``bp_gpu.precision``, docs/math.md "The rounding contract"): in ``"tf32"`` and ``"bf16"``
+Precision (``bp_gpu.precision``, docs/math.md, "Mixed precision"): in ``"tf32"`` and ``"bf16"``
 every GEMM multiplies rounded operands r(X), r(Z), r(D), r(W). Where the backend keeps rounded copies
 (``steps.operand_copies(precision)``: the CPU for both, CUDA for bfloat16) the engine allocates them
 beside the float32 buffers, the fused step that writes an operand writes its copy too (the

@@ -70,7 +70,7 @@ class MLP:
     dtype:
         ``"float32"`` or ``"float64"``: parameters, activations and gradients.
     precision:
-        How the GEMMs treat their operands (docs/math.md, "The rounding contract"): ``"highest"``
+        How the GEMMs treat their operands (docs/math.md, "Mixed precision"): ``"highest"``
         (default) multiplies the values of ``dtype`` as they are; ``"tf32"`` rounds every GEMM operand
         to TF32 and ``"bf16"`` to bfloat16, the products accumulated in float32 (tensor cores on a
         GPU), everything else (activations, deltas, weights, optimizer state) float32. Both need

@@ -6,7 +6,7 @@ is a set of these functions with the same signatures and in-place semantics: the
 ``outer_sigmoid_delta_backward`` is optional for a backend (the engine falls back to a multiply and
 ``sigmoid_delta_backward``, this module's definition of it).
 
-Mixed precision (``bp_gpu.precision``, docs/math.md "The rounding contract"): the ``*_round`` steps
+Mixed precision (``bp_gpu.precision``, docs/math.md, "Mixed precision"): the ``*_round`` steps
 are the plain steps that also write ``R``, the rounded copy of their float32 output that the next
 GEMMs read, in operand format ``fmt`` (``BF16`` or ``TF32``). ``R`` is (B, ld) with ld >= O: the copy
 of row r is ``R[r, :O]``, the rest of the row is padding that nothing reads (a device pads each row

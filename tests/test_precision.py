@@ -299,3 +299,23 @@ def test_bf16_trains_as_well_as_highest(dataset):
         acc[precision] = _accuracy(net, X_te, y_te)
     assert acc["highest"] > {"breast_cancer": 0.93, "digits": 0.93}[dataset]
     assert abs(acc["bf16"] - acc["highest"]) <= 0.02, acc
+
+
+def test_a_snapshot_of_the_training_state_keeps_the_rounded_weights(rng):
+    # The training loop's snapshots (Ctrl-C, best epoch) and a compiled step's warm-up restore what
+    # optimizer.device_buffers() lists: with a copy of the weights, the copy too.
+    from bp_gpu.train import Snapshot, TrainState
+
+    X, t = _problem(rng, [7, 5, 1], 16)
+    net = MLP([7, 5, 1], precision="bf16", backend="cpu", seed=1)
+    opt = optim.Adam(net, 0.05)
+    assert net._engine.weight_copy is opt.device_buffers()[-1]
+    snap = Snapshot(net._engine, opt)
+    state = TrainState(rng=np.random.default_rng(0))
+    snap.capture(state)
+    before = net._engine.weight_copy.copy()
+    net.train_step(X, t, opt)
+    assert not np.array_equal(net._engine.weight_copy, before)
+    snap.restore(state)
+    np.testing.assert_array_equal(net._engine.weight_copy, before)
+    _copies_are_rounded(net)
