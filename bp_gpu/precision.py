@@ -1,8 +1,9 @@
 """Mixed precision: the names, and the rounding of GEMM operands to TF32 and bfloat16, in NumPy.
 
 A network's ``precision`` says how its GEMMs treat their operands (docs/math.md, "Mixed
-precision: the rounding contract"): ``"highest"`` multiplies the stored values as they are; ``"tf32"`` and ``"bf16"`` first
-round every GEMM operand, r(.), to that format and accumulate the exact products in float32. Only
+precision: the rounding contract"): ``"highest"`` multiplies the stored values as they are;
+``"tf32"`` and ``"bf16"`` first round every GEMM operand, r(.), to that format and accumulate the
+exact products in float32. Only
 GEMM operands are rounded; activations, deltas, master weights, optimizer state and updates stay
 float32.
 

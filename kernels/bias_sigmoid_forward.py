@@ -9,6 +9,11 @@ Launch geometry (``_launch.tile_2d``): blocks of (TX, TY) threads, threadIdx.x o
 warp reads whole row segments, threadIdx.y over rows; the grid is one wave of the device for this
 kernel and grid-strides, so any (B, O) is covered. One launch, one read and one write of A.
 
+Mixed precision: ``bias_sigmoid_forward_bf16_kernel`` also writes R[r, c] <- bf16(Z[r, c]) (R (B, ld)
+uint16, rows padded), the next GEMM's operand, after the float32 stores of the same rows. Both
+kernels are one body (``_rows``) with the copy a constant of each, so the plain kernel's code is as
+it was.
+
 Memory-level parallelism: a thread loads ``ROWS`` of its rows into registers before it computes and
 stores any of them (then a ragged tail one row at a time). Loading, computing and storing one row
 at a time keeps one load in flight per thread: the compiler cannot move the next row's load above

@@ -13,6 +13,9 @@ order and writes the trust ratios. Launch 2 (``lamb_apply_kernel``) recomputes r
 moments (the same value: same inputs, same expression) and applies it; its last block advances
 ``hyper[STEP]``. Deterministic: the grid depends only on the segment sizes and the device.
 
+Mixed precision: ``lamb_apply_bf16_kernel`` also writes the bfloat16 copy of every updated weight
+in launch 2 (see ``optimizer_update``).
+
 Shapes: ``P`` parameters, ``K`` segments, ``GX`` blocks per segment. params, grads (P,); state (2, P);
 hyper (N_HYPER,) float64; segments (K + 1,) int64 (boundaries, the first 0 and the last P; a device
 copy is kept per boundaries); work (K + 2 K GX,) float64: the K ratios, then the (K, GX, 2) partial

@@ -20,6 +20,10 @@ Launch geometry (``_launch.tile_1d``): 1-D blocks, grid capped at one wave of th
 device (its occupancy, ``_launch.max_blocks``), grid-stride loop over P. Element-wise apart from
 the ticket: bit-identical run to run.
 
+Mixed precision: ``optimizer_update_bf16_kernel`` also writes the bfloat16 copy of every updated
+weight, ``R[copy_index(wmap, i)] <- bf16(params[i])`` for i < n_weights (``kernels._bf16``; the
+copies are (N_l, ld) blocks with padded rows), in the same pass: no launch of its own.
+
 Memory-level parallelism: a thread loads ``ROWS`` elements of params, grads and the state its rule
 has (4 to 16 loads) before it stores any, then one element at a time for the ragged tail: the
 compiler cannot move a load above a store to another array it cannot prove does not alias it, so

@@ -14,6 +14,10 @@ threadIdx.x over columns, threadIdx.y over rows, one wave of the device for this
 per-block column sums into ``ws[1:]``, summed in a fixed order by the last block to finish. One
 launch; bit-identical run to run. G is only written, Z read once, D once per column tile.
 
+Mixed precision: the contract's GEMM is ``r(D) r(W)``, so ``outer_sigmoid_delta_backward_bf16_kernel``
+and ``_tf32_kernel`` round each factor (bfloat16 or TF32; the product is exact in float32) and the
+bf16 one also writes R[r, c] <- bf16(G[r, c]) (R (B, ld) uint16). One body, ``_body``.
+
 Memory-level parallelism: a thread loads ``ROWS`` rows of D and Z before it computes and stores any
 row of G (then a ragged tail).
 """

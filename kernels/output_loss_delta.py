@@ -19,6 +19,9 @@ one column wide. Each block writes D, its column sums and its loss sum (float64,
 in shared memory) into the workspace; the last block to finish (``_reduce.last_block``) sums them in
 a fixed order into db and loss. One launch; bit-identical run to run.
 
+Mixed precision: ``output_loss_delta_bf16_kernel`` also writes R[r, c] <- bf16(D[r, c]) (R (B, ld)
+uint16), the copy of the delta the GEMMs read; db and the loss stay the float32 D's.
+
 Memory-level parallelism: a thread loads ``ROWS`` rows of A and T before it computes and stores any
 row of D (then a ragged tail): the compiler cannot hoist a load above a store to D, which it cannot
 prove does not alias A or T.

@@ -15,6 +15,9 @@ shared memory) into row blockIdx.y of the (NB, O) partials in ``ws[1:]``; the la
 (``_reduce.last_block``) sums the NB partials of every column in a fixed order into db. One
 launch; bit-identical run to run.
 
+Mixed precision: ``sigmoid_delta_backward_bf16_kernel`` also writes R[r, c] <- bf16(new G[r, c])
+(R (B, ld) uint16), the copy of the delta the GEMMs read; sigma' uses the float32 Z.
+
 Memory-level parallelism: a thread loads ``ROWS`` rows of G and Z before it computes and stores
 any of them (then a ragged tail), so eight loads are in flight, not two (the compiler cannot hoist
 a load above a store to G it cannot prove does not alias it).

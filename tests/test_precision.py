@@ -319,3 +319,34 @@ def test_a_snapshot_of_the_training_state_keeps_the_rounded_weights(rng):
     snap.restore(state)
     np.testing.assert_array_equal(net._engine.weight_copy, before)
     _copies_are_rounded(net)
+
+
+def test_the_all_reduce_hook_sees_the_float32_gradient(rng):
+    # Data-parallel training reduces engine.grads between the backward pass and the update
+    # (MLP._step's reduce_grads): in bf16 it is still the flat float32 gradient, and what the hook
+    # leaves there is what the optimizer applies.
+    X, t = _problem(rng, [7, 5, 1], 16)
+    a, b = (MLP([7, 5, 1], precision="bf16", backend="cpu", seed=1) for _ in range(2))
+    oa, ob = optim.SGD(a, 0.1), optim.SGD(b, 0.05)
+    seen = []
+
+    def halve():
+        g = a._engine.grads
+        seen.append((g.dtype, g.shape, g.copy()))
+        g *= 0.5
+
+    a._step(X, t, oa, 1 / 16, reduce_grads=halve)
+    b.train_step(X, t, ob)  # the whole gradient at half the rate: the same update
+    dtype, shape, g = seen[0]
+    assert dtype == np.float32 and shape == (a.n_params,)
+    np.testing.assert_array_equal(g, b._engine.grads)
+    np.testing.assert_allclose(a._engine.params, b._engine.params, rtol=1e-6)
+    _copies_are_rounded(a)
+
+
+def test_the_emulation_cost_bench_runs(capsys):
+    from bp_gpu.bench.precision_cpu import main
+
+    assert main(["--workloads", "quick", "--rounds", "1", "--steps", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[1] for r in rows] == ["highest", "tf32", "bf16"] and float(rows[0][3]) == 1.0
