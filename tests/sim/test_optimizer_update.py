@@ -123,13 +123,12 @@ def test_bf16_variants_update_as_the_plain_kernels_and_copy_the_weights_in_the_s
     runs = []
     for copy in (False, True):
         x, s, h, R = p.copy(), np.zeros((2, N_PARAMS), np.float32), _hyper(), np.full(COPY, 0xDEAD, np.uint16)
-        for _ in range(2):
-            if lamb:
-                lamb_update_round(x, g, s, h, N_WEIGHTS, segments, R, WMAP, BF16) if copy else \
-                    lamb_update(x, g, s, h, N_WEIGHTS, segments)
-            else:
-                optimizer_update_round(H.ADAM, x, g, s, h, N_WEIGHTS, R, WMAP, BF16) if copy else \
-                    optimizer_update(H.ADAM, x, g, s, h, N_WEIGHTS)
+        if lamb:
+            lamb_update_round(x, g, s, h, N_WEIGHTS, segments, R, WMAP, BF16) if copy else \
+                lamb_update(x, g, s, h, N_WEIGHTS, segments)
+        else:
+            optimizer_update_round(H.ADAM, x, g, s, h, N_WEIGHTS, R, WMAP, BF16) if copy else \
+                optimizer_update(H.ADAM, x, g, s, h, N_WEIGHTS)
         runs.append((x, s, h, R))
     (x0, s0, h0, _), (x1, s1, h1, R) = runs
     np.testing.assert_array_equal(x1, x0)
