@@ -11,6 +11,11 @@ user's loop), ``bp_gpu-compiled-*`` (``MLP.compile_step``: CUDA graphs on a GPU)
 ``torch-compile`` (nn.Linear + nn.Sigmoid, BCEWithLogitsLoss, torch.optim.SGD; ``-cuda`` variants
 on a GPU), ``sklearn`` (MLPClassifier, logistic, sgd, momentum 0, one ``partial_fit`` epoch) and
 ``numpy`` (the loop a NumPy user would write, allocating as it goes).
+
+Mixed precision (``-bf16``, ``-tf32``): the step and compiled peers with ``MLP(precision=...)``
+(on the CPU the emulation of the rounding contract, a reference, so its rows are its cost), and
+PyTorch in the same precision: ``torch.autocast(device, dtype=torch.bfloat16)`` around the forward
+and the loss, or ``torch.backends.cuda.matmul.allow_tf32 = True``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def _have(module: str) -> str | None:
 # -- bp_gpu ---------------------------------------------------------------------------------------
 class BpGpu(Peer):
     backend = "cpu"
+    precision = "highest"
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -80,7 +86,7 @@ class BpGpu(Peer):
         from bp_gpu.optim import SGD
         from bp_gpu.train import ArraySource
 
-        self.net = bp_gpu.MLP(w.sizes, dtype="float32", backend=self.backend)
+        self.net = bp_gpu.MLP(w.sizes, dtype="float32", precision=self.precision, backend=self.backend)
         self.net.set_weights(weights)
         eng = self.net._engine
         eng.ensure_capacity(min(w.batch, w.samples))
@@ -165,9 +171,34 @@ class BpGpuCompiledCuda(BpGpuCompiled):
     name, device, backend = "bp_gpu-compiled-cuda", "cuda", "cuda"
 
 
+class BpGpuStepBf16(BpGpuStep):
+    name, precision = "bp_gpu-step-cpu-bf16", "bf16"
+
+
+class BpGpuStepTf32(BpGpuStep):
+    name, precision = "bp_gpu-step-cpu-tf32", "tf32"
+
+
+class BpGpuStepCudaBf16(BpGpuStepCuda):
+    name, precision = "bp_gpu-step-cuda-bf16", "bf16"
+
+
+class BpGpuStepCudaTf32(BpGpuStepCuda):
+    name, precision = "bp_gpu-step-cuda-tf32", "tf32"
+
+
+class BpGpuCompiledCudaBf16(BpGpuCompiledCuda):
+    name, precision = "bp_gpu-compiled-cuda-bf16", "bf16"
+
+
+class BpGpuCompiledCudaTf32(BpGpuCompiledCuda):
+    name, precision = "bp_gpu-compiled-cuda-tf32", "tf32"
+
+
 # -- PyTorch --------------------------------------------------------------------------------------
 class TorchEager(Peer):
     name, device, compiled = "torch-eager", "cpu", False
+    precision = "highest"
 
     @classmethod
     def unavailable(cls):
@@ -193,10 +224,15 @@ class TorchEager(Peer):
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=0)
         self.Xt = torch.from_numpy(X).to(dev)
         self.Tt = torch.from_numpy(T).to(dev)
+        if self.precision == "tf32":  # a global switch; each measurement is a process of its own
+            torch.backends.cuda.matmul.allow_tf32 = True
+        bf16 = self.precision == "bf16"
 
         def step(x, t):
             self.opt.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(x), t)
+            # Autocast runs the Linear layers in bfloat16 and BCEWithLogitsLoss in float32 (its op lists).
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.loss_fn(self.model(x), t)
             loss.backward()
             self.opt.step()
             return loss.detach()
@@ -234,6 +270,26 @@ class TorchEagerCuda(TorchEager):
 
 class TorchCompileCuda(TorchEager):
     name, device, compiled = "torch-compile-cuda", "cuda", True
+
+
+class TorchEagerBf16(TorchEager):
+    name, precision = "torch-eager-bf16", "bf16"
+
+
+class TorchEagerCudaBf16(TorchEagerCuda):
+    name, precision = "torch-eager-cuda-bf16", "bf16"
+
+
+class TorchEagerCudaTf32(TorchEagerCuda):
+    name, precision = "torch-eager-cuda-tf32", "tf32"
+
+
+class TorchCompileCudaBf16(TorchCompileCuda):
+    name, precision = "torch-compile-cuda-bf16", "bf16"
+
+
+class TorchCompileCudaTf32(TorchCompileCuda):
+    name, precision = "torch-compile-cuda-tf32", "tf32"
 
 
 # -- scikit-learn ---------------------------------------------------------------------------------
@@ -314,7 +370,9 @@ class NumpyLoop(Peer):
 PEERS: dict[str, type[Peer]] = {
     p.name: p
     for p in (BpGpuCpu, BpGpuCuda, BpGpuStep, BpGpuCompiled, BpGpuStepCuda, BpGpuCompiledCuda, TorchEager,
-              TorchCompile, TorchEagerCuda, TorchCompileCuda, Sklearn, NumpyLoop)
+              TorchCompile, TorchEagerCuda, TorchCompileCuda, Sklearn, NumpyLoop, BpGpuStepBf16, BpGpuStepTf32,
+              BpGpuStepCudaBf16, BpGpuStepCudaTf32, BpGpuCompiledCudaBf16, BpGpuCompiledCudaTf32, TorchEagerBf16,
+              TorchEagerCudaBf16, TorchEagerCudaTf32, TorchCompileCudaBf16, TorchCompileCudaTf32)
 }
 # The peer each throughput ratio is taken against, per device.
 REFERENCE = {"cpu": "torch-eager", "cuda": "torch-eager-cuda"}

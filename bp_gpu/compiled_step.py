@@ -11,6 +11,10 @@ call reads changes on the host between steps. So the list can be replayed as it 
 Calling the compiled step copies the batch into the fixed buffers (on the device, in stream order),
 replays, and returns the loss as a fresh 0-d device array, as ``MLP.train_step`` does; K calls give
 the parameters of K ``train_step`` calls bit for bit.
+
+Mixed precision (``bp_gpu.precision``): where the GEMMs read a rounded copy of the batch
+(``Engine.rounds_batch``), copying the batch in is rounding it into that copy, one pass, and the
+recorded step starts from the copy.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from . import _validate as V
 from .backends import simulator_enabled
+from .plan import X as X_SLOT
 from .plan import run
 
 
@@ -45,6 +50,8 @@ class CompiledStep:
         self._on_gpu = e.name == "cuda" and not simulator_enabled()
         scale = 1.0 / B if reduction == "mean" else 1.0
         e._prepare(B)
+        self._staged = e.rounds_batch
+        self._stages: dict[Any, Any] = {}  # per stream: the launch rounding a batch into e.batch_copy(B)
         if self._on_gpu:
             from .cuda_graph import capture_step
 
@@ -52,13 +59,26 @@ class CompiledStep:
         else:
             # A list of its own (the engine's plan cache may evict its copy); the same calls as
             # train_step's, bound to the fixed buffers.
-            self._ops = list(e.grad_plan(B, scale, net.positive_class))
+            self._ops = list(e.grad_plan(B, scale, net.positive_class, staged=self._staged))
 
     def _copy_in(self, dst: Any, src: Any) -> None:
         if V.array_module(dst) is not V.array_module(src):
             dst.set(src)  # host -> device, on the current stream
         else:
             dst[...] = src
+
+    def _stage(self, X: Any) -> None:
+        """Round the batch into the engine's batch copy in one pass from X (a host X reaches the
+        device through the float32 buffer first)."""
+        e = self._engine
+        if V.array_module(X) is not V.array_module(self._X):
+            self._copy_in(self._X, X)
+            X = self._X
+        key = e.stream_key()
+        stage = self._stages.get(key)
+        if stage is None:
+            stage = self._stages[key] = e.bind("round_rows", X_SLOT, e.batch_copy(self.batch_size), e.fmt)
+        stage(X, None)
 
     def __call__(self, X: Any, t: Any, *, check_values: bool | None = None) -> Any:
         """Copy (X, t) into the step's buffers, run the recorded step, return the loss (0-d array on
@@ -73,7 +93,10 @@ class CompiledStep:
                 f"step for that size (net.compile_step(optimizer, {Xc.shape[0]})) or use net.train_step"
             )
         tc = V.check_targets(t, B, net.layer_sizes[-1], net.dtype, xp_in, values=check_values)
-        self._copy_in(self._X, Xc)
+        if self._staged:
+            self._stage(Xc)
+        else:
+            self._copy_in(self._X, Xc)
         self._copy_in(self._T, tc)
         if self._on_gpu:
             self._graph.launch()

@@ -4,6 +4,12 @@ The engine calls a backend through one object with the functions of ``bp_gpu.ste
 names, signatures, in-place semantics) and ``bind(name, *args)``, which prepares one call of a
 step (``bp_gpu.plan``). Here binding picks the compiled function for the arrays' dtype once, so a
 prepared call skips the public wrappers' dispatch.
+
+Mixed precision: the CPU emulates the rounding contract (docs/math.md). Every GEMM operand of
+``"tf32"`` and ``"bf16"`` has a float32 copy holding its rounded values, written by the step that
+writes the operand (``*_round`` steps, ``bp_gpu.cpu_steps``); the GEMMs are BLAS float32 products
+of the copies, which is what a tensor core computes up to the order of the sums (a product of two
+bfloat16 or two TF32 values is exact in float32). A reference, not a speed mode.
 """
 
 from __future__ import annotations
@@ -31,6 +37,20 @@ class CpuSteps:
     outer_sigmoid_delta_backward = staticmethod(cpu_steps.outer_sigmoid_delta_backward)
     optimizer_update = staticmethod(cpu_optimizer.optimizer_update)
     lamb_update = staticmethod(cpu_optimizer.lamb_update)
+    round_rows = staticmethod(cpu_steps.round_rows)
+    take_rows_round = staticmethod(cpu_steps.take_rows_round)
+    bias_sigmoid_forward_round = staticmethod(cpu_steps.bias_sigmoid_forward_round)
+    output_loss_delta_round = staticmethod(cpu_steps.output_loss_delta_round)
+    sigmoid_delta_backward_round = staticmethod(cpu_steps.sigmoid_delta_backward_round)
+    outer_sigmoid_delta_backward_round = staticmethod(cpu_steps.outer_sigmoid_delta_backward_round)
+    optimizer_update_round = staticmethod(cpu_optimizer.optimizer_update_round)
+    lamb_update_round = staticmethod(cpu_optimizer.lamb_update_round)
+    round_weights = staticmethod(cpu_optimizer.round_weights)
+
+    def operand_copies(self, precision: str) -> tuple[np.dtype, int] | None:
+        """(dtype, row alignment in elements) of the rounded copies the engine keeps of every GEMM
+        operand in ``precision``, or None for none (``"highest"``): float32 values, unpadded rows."""
+        return None if precision == "highest" else (np.dtype(np.float32), 1)
 
     def bind(self, name: str, *args: Any) -> Op:
         """One prepared call of step ``name`` (``bp_gpu.plan.bind_call``)."""

@@ -17,7 +17,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .cpu_steps import _JIT
+from .cpu_steps import _JIT, _dropped, _rounded
 from .optim import hyper as H
 
 RULES = (H.SGD, H.MOMENTUM, H.ADAM, H.ADAMW)
@@ -132,3 +132,34 @@ def lamb_update(params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper:
     """One LAMB step (see ``bp_gpu.steps_numpy.lamb_update``).  params, grads (P,); state (2, P);
     hyper (N_HYPER,); segments (K + 1,) int64."""
     _lamb_update(params, grads, state, hyper, int(n_weights), segments)
+
+
+@nb.njit(**_JIT)
+def _round_weights(params, R, wmap, fmt):
+    k = _dropped(fmt)
+    for l in range(wmap.shape[0]):
+        start, rows, cols, dst, ld = wmap[l, 0], wmap[l, 1], wmap[l, 2], wmap[l, 3], wmap[l, 4]
+        for i in range(rows):
+            for j in range(cols):
+                R[dst + i * ld + j] = _rounded(params[start + i * cols + j], k)
+
+
+def round_weights(params: np.ndarray, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """The rounded copy of every weight matrix (see ``bp_gpu.steps_numpy.round_weights``).
+    params (P,); R the flat copy buffer; wmap (L, 5) int64."""
+    _round_weights(params, R, wmap, fmt)
+
+
+def optimizer_update_round(rule: int, params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray,
+                           n_weights: int, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """``optimizer_update``, then the rounded copy of the weights (a second pass over them: the CPU
+    backend is the reference of the contract, a device writes the copy in the update's pass)."""
+    optimizer_update(rule, params, grads, state, hyper, n_weights)
+    _round_weights(params, R, wmap, fmt)
+
+
+def lamb_update_round(params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray, n_weights: int,
+                      segments: np.ndarray, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """``lamb_update``, then the rounded copy of the weights (see ``optimizer_update_round``)."""
+    _lamb_update(params, grads, state, hyper, int(n_weights), segments)
+    _round_weights(params, R, wmap, fmt)

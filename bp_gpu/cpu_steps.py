@@ -289,3 +289,131 @@ def take_rows(a: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
         raise ValueError(f"take_rows: out is {out.dtype}{out.shape}, needs {a.dtype}"
                          f"{(idx.shape[0], a.shape[1])}")
     _take_rows(a, idx, out)
+
+
+# -- mixed precision: the rounded copies (bp_gpu.precision; docs/math.md, "Mixed precision") -------
+# The CPU backend emulates the contract: each step that writes a GEMM operand also writes its rounded
+# copy R (float32 values representable in the format), and the GEMMs multiply the copies in float32
+# with BLAS. ``fmt`` is bp_gpu.precision's BF16 or TF32; the rounding is the integer arithmetic of
+# bp_gpu.precision.round_bf16 / round_tf32 on the float's bits.
+
+_u32 = np.uint32
+
+
+@nb.njit(inline="always", **_JIT)
+def _dropped(fmt):
+    """Mantissa bits a format drops from a float32: 16 for bfloat16 (fmt 1), 13 for TF32 (fmt 2)."""
+    return _u32(16) if fmt == 1 else _u32(13)
+
+
+@nb.njit(inline="always", **_JIT)
+def _rounded(x, dropped):
+    """x (float32) rounded to nearest, ties to even, keeping 23 - dropped mantissa bits; NaN stays NaN."""
+    # Every intermediate cast back to uint32 (Numba widens uint32 arithmetic to 64 bits), and one
+    # definition of the result (Numba refuses .view of a variable assigned in two branches).
+    u = _f32(x).view(np.uint32)
+    nan = (u & _u32(0x7FFFFFFF)) > _u32(0x7F800000)
+    # A NaN keeps its bits, made quiet: a payload in the dropped bits alone would round to inf.
+    quiet = _u32(0x00400000) if nan else _u32(0)
+    half = _u32(_u32(_u32(1) << _u32(dropped - _u32(1))) - _u32(1))  # half an ulp, less one
+    bias = _u32(0) if nan else _u32(half + _u32((u >> dropped) & _u32(1)))
+    r = _u32(_u32(_u32(u | quiet) + bias) & _u32(_u32(0xFFFFFFFF) << dropped))
+    return r.view(np.float32)
+
+
+@nb.njit(**_JIT)
+def _round_rows(A, R, fmt):
+    B, O = A.shape  # A (B, O); R (B, ld >= O)
+    k = _dropped(fmt)
+    for r in range(B):
+        for j in range(O):
+            R[r, j] = _rounded(A[r, j], k)
+
+
+def round_rows(A: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """R[:, :O] <- r(A), the rounded copy of a float32 operand.  A (B, O); R (B, ld >= O)."""
+    _round_rows(A, R, fmt)
+
+
+@nb.njit(**_JIT)
+def _take_rows_round(X, idx, R, fmt):
+    n, C = X.shape  # X (n, C); idx (B,); R (B, ld >= C)
+    k = _dropped(fmt)
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        if i < 0 or i >= n:
+            raise IndexError("take_rows_round: a row index is outside the array")
+        for c in range(C):
+            R[r, c] = _rounded(X[i, c], k)
+
+
+def take_rows_round(X: np.ndarray, idx: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """R[:, :C] <- r(X[idx]): a batch gathered and rounded in one pass.  X (n, C), idx (B,), R (B, ld >= C)."""
+    _take_rows_round(X, idx, R, fmt)
+
+
+@nb.njit(**_JIT)
+def _bias_sigmoid_forward_round(A, b, R, fmt):
+    B, O = A.shape  # A (B, O), b (O,), R (B, ld >= O)
+    k = _dropped(fmt)
+    for r in range(B):
+        for j in range(O):
+            z = _sigmoid_f32(A[r, j] + b[j])
+            A[r, j] = z
+            R[r, j] = _rounded(z, k)
+
+
+def bias_sigmoid_forward_round(A: np.ndarray, b: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """A <- sigma(A + b); R[:, :O] <- r(A).  A (B, O), b (O,), R (B, ld >= O)."""
+    _bias_sigmoid_forward_round(A, b, R, fmt)
+
+
+def output_loss_delta_round(A: np.ndarray, b: np.ndarray, T: np.ndarray, positive_class: int, scale: float,
+                            D: np.ndarray, db: np.ndarray, loss: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """``output_loss_delta``, then R[:, :O] <- r(D) (a second pass over the (B, O) output: narrow)."""
+    output_loss_delta(A, b, T, positive_class, scale, D, db, loss)
+    _round_rows(D, R, fmt)
+
+
+@nb.njit(**_JIT)
+def _sigmoid_delta_backward_round(G, Z, db, R, fmt):
+    B, O = G.shape  # G, Z (B, O); db (O,); R (B, ld >= O)
+    k = _dropped(fmt)
+    for j in range(O):
+        db[j] = 0
+    for r in range(B):
+        for j in range(O):
+            z = Z[r, j]
+            g = G[r, j] * (z - z * z)
+            G[r, j] = g
+            R[r, j] = _rounded(g, k)
+            db[j] += g
+
+
+def sigmoid_delta_backward_round(G: np.ndarray, Z: np.ndarray, db: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """G <- G Z (1 - Z); db <- column sums of G; R[:, :O] <- r(G).  G, Z (B, O), db (O,), R (B, ld >= O)."""
+    _sigmoid_delta_backward_round(G, Z, db, R, fmt)
+
+
+@nb.njit(**_JIT)
+def _outer_sigmoid_delta_backward_round(D, W, Z, G, db, R, copy, fmt):
+    B, O = G.shape  # D (B, 1); W (1, O); G, Z (B, O); db (O,); R (B, ld >= O) when copy
+    k = _dropped(fmt)
+    for j in range(O):
+        db[j] = 0
+    for r in range(B):
+        d = _rounded(D[r, 0], k)
+        for j in range(O):
+            z = Z[r, j]
+            g = d * _rounded(W[0, j], k) * (z - z * z)  # r(delta) r(w): exact in float32
+            G[r, j] = g
+            if copy:
+                R[r, j] = _rounded(g, k)
+            db[j] += g
+
+
+def outer_sigmoid_delta_backward_round(D: np.ndarray, W: np.ndarray, Z: np.ndarray, G: np.ndarray, db: np.ndarray,
+                                       R: np.ndarray | None, fmt: int) -> None:
+    """G <- (r(D) r(W)) Z (1 - Z); db <- column sums of G; R[:, :O] <- r(G) unless R is None.
+    D (B, 1), W (1, O), Z, G (B, O), db (O,), R (B, ld >= O) or None."""
+    _outer_sigmoid_delta_backward_round(D, W, Z, G, db, G if R is None else R, R is not None, fmt)

@@ -16,6 +16,18 @@ or ``CUBLAS_COMPUTE_64F`` (70); algorithm ``CUBLAS_GEMM_DEFAULT_TENSOR_OP`` (99)
 alpha = 1, beta = 0 as host values (``CUBLAS_POINTER_MODE_HOST``: captured into a graph by value,
 cuBLAS docs "CUDA Graphs Support").
 
+Mixed precision (``bp_gpu.precision``): types and compute type from the cuBLAS docs' table of the
+combinations ``cublasGemmEx`` supports (cuBLAS docs, 2.8.12 "cublasGemmEx()", the release that
+documents ``CUBLAS_COMPUTE_32F_EMULATED_16BFX9``): ``"bf16"`` is A, B ``CUDA_R_16BF`` (14; our uint16
+arrays of bfloat16 bits), C ``CUDA_R_32F`` (0), ``CUBLAS_COMPUTE_32F`` (68), float32 alpha and beta;
+``"tf32"`` is A, B, C ``CUDA_R_32F`` with ``CUBLAS_COMPUTE_32F_FAST_TF32`` (77), cuBLAS rounding the
+operands to TF32. Tensor cores run any alignment since cuBLAS 11.0, and fastest when (cuBLAS docs,
+2.1.11 "Tensor Core Usage") the pointers A, B, C are 16-byte aligned, lda, ldb, ldc times the type's
+size are multiples of 16, and so are ``(op_A == N ? m : k)``, ``(op_B == N ? k : n)`` and ``m`` times
+theirs; ``tensor_core_misses`` lists the conditions a GEMM misses. The engine pads the rows of its
+bfloat16 copies to 8 elements and allocates every copy 16-byte aligned, so their lda/ldb and
+pointers meet them; the problem sizes are the network's widths and the batch.
+
 A call passes ready ctypes values to a function object without ``argtypes`` (``gemm_function``):
 nothing is converted per call (about half the ctypes time of the same call with ``argtypes``,
 measured with a C stand-in by ``bench/host_path.py``).
@@ -52,7 +64,7 @@ from typing import Any
 import numpy as np
 
 OP_N, OP_T = 0, 1
-CUDA_R_32F, CUDA_R_64F = 0, 1
+CUDA_R_32F, CUDA_R_64F, CUDA_R_16BF = 0, 1, 14
 COMPUTE_32F, COMPUTE_32F_PEDANTIC, COMPUTE_32F_FAST_TF32 = 68, 69, 77
 COMPUTE_64F, COMPUTE_64F_PEDANTIC = 70, 71
 GEMM_DEFAULT, GEMM_DEFAULT_TENSOR_OP = -1, 99
@@ -71,12 +83,19 @@ def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int,
 
 
 def _operand(shape: tuple[int, int], strides: tuple[int, int], itemsize: int, trans: int) -> tuple[int, int]:
-    """(transpose flag, leading dimension) of one operand, as CuPy's ``_mat_to_cublas_contiguous``."""
+    """(transpose flag, leading dimension) of one operand, as CuPy's ``_mat_to_cublas_contiguous``;
+    besides CuPy's C- and F-contiguous layouts, rows or columns padded to a longer stride (the
+    engine's rounded copies): the stride of the other axis is the leading dimension."""
     if _contiguous(shape, strides, itemsize, "F"):
         return trans, max(strides[1] // itemsize, shape[0])
-    if not _contiguous(shape, strides, itemsize, "C"):
-        raise ValueError(f"a GEMM operand must be C- or F-contiguous; got shape {shape}, strides {strides}")
-    return 1 - trans, strides[0] // itemsize
+    if _contiguous(shape, strides, itemsize, "C"):
+        return 1 - trans, strides[0] // itemsize
+    if strides[0] == itemsize and strides[1] % itemsize == 0 and strides[1] // itemsize >= shape[0]:
+        return trans, strides[1] // itemsize  # columns padded
+    if strides[1] == itemsize and strides[0] % itemsize == 0 and strides[0] // itemsize >= shape[1]:
+        return 1 - trans, strides[0] // itemsize  # rows padded
+    raise ValueError(f"a GEMM operand must be C- or F-contiguous, or padded rows or columns of unit stride; "
+                     f"got shape {shape}, strides {strides}")
 
 
 def gemm_arguments(a: tuple, b: tuple, itemsize: int) -> tuple[int, int, int, int, int, int, int, int]:
@@ -90,6 +109,44 @@ def gemm_arguments(a: tuple, b: tuple, itemsize: int) -> tuple[int, int, int, in
     ta, lda = _operand((k, n), (a[1][1], a[1][0]), itemsize, 0)
     tb, ldb = _operand((k, m), b[1], itemsize, 1)
     return tb, ta, m, n, k, ldb, lda, m
+
+
+def gemm_types(operand: np.dtype, out: np.dtype, precision: str = "highest") -> tuple[int, int, int]:
+    """(A/B type, C type, compute type) of a ``cublasGemmEx`` on operands of dtype ``operand`` into
+    ``out`` (see the module docstring): uint16 operands are bfloat16 bits (``"bf16"``), ``"tf32"``
+    asks for TF32 tensor cores on float32, ``"highest"`` is CuPy's choice for the dtype."""
+    operand, out = np.dtype(operand), np.dtype(out)
+    if operand == np.uint16:
+        if out != np.float32 or precision not in ("highest", "bf16"):
+            raise ValueError(f"bfloat16 operands multiply into float32 (precision 'bf16'); got {out} and {precision!r}")
+        return CUDA_R_16BF, CUDA_R_32F, COMPUTE_32F
+    if operand != out:
+        raise ValueError(f"GEMM operands of {operand} into {out}: only bfloat16 operands differ from the output")
+    if precision == "tf32":
+        if out != np.float32:
+            raise ValueError(f"precision 'tf32' multiplies float32; got {out}")
+        return CUDA_R_32F, CUDA_R_32F, COMPUTE_32F_FAST_TF32
+    if precision != "highest":
+        raise ValueError(f"precision {precision!r} of float operands must be 'highest' or 'tf32'")
+    t = CUDA_R_32F if out == np.float32 else CUDA_R_64F
+    return t, t, _compute_type(out)
+
+
+def tensor_core_misses(transa: int, transb: int, m: int, n: int, k: int, lda: int, ldb: int, ldc: int,
+                       pointers: tuple[int | None, int | None, int | None], ab_size: int, c_size: int) -> list[str]:
+    """The conditions of cuBLAS's "Tensor Core Usage" (docs 2.1.11) that a ``cublasGemmEx`` with
+    these arguments misses (an empty list: all met). ``pointers`` (A, B, C); None: not known when
+    prepared (the batch, bound per call)."""
+    checks = [
+        ("(op_A == N ? m : k) * size(A) % 16", ((m if transa == OP_N else k) * ab_size) % 16 == 0),
+        ("(op_B == N ? k : n) * size(B) % 16", ((k if transb == OP_N else n) * ab_size) % 16 == 0),
+        ("m * size(C) % 16", (m * c_size) % 16 == 0),
+        ("lda * size(A) % 16", (lda * ab_size) % 16 == 0),
+        ("ldb * size(B) % 16", (ldb * ab_size) % 16 == 0),
+        ("ldc * size(C) % 16", (ldc * c_size) % 16 == 0),
+    ]
+    checks += [(f"{name} pointer % 16", ptr is None or ptr % 16 == 0) for name, ptr in zip("ABC", pointers)]
+    return [name for name, ok in checks if not ok]
 
 
 def _compute_type(dtype: np.dtype) -> int:
@@ -192,17 +249,21 @@ def release_stream_handle(stream: Any) -> None:
 class PreparedGemm:
     """``out <- a @ b`` bound once on CuPy's current stream. One of ``a``, ``b`` may be a slot
     (``bp_gpu.plan.X``): a C-contiguous input whose shape follows from the other operands, passed
-    at each call."""
+    at each call. ``precision``: ``"tf32"`` for TF32 tensor cores on float32 operands; uint16
+    operands are bfloat16 bits (``gemm_types``). ``tensor_core_misses``: the alignment conditions of
+    cuBLAS's tensor cores this GEMM misses (the module docstring)."""
 
-    def __init__(self, a: Any, b: Any, out: Any) -> None:
+    def __init__(self, a: Any, b: Any, out: Any, precision: str = "highest") -> None:
         import cupy
 
         from .plan import Slot
 
         dtype = np.dtype(out.dtype)
-        item = dtype.itemsize
         n, m = out.shape
         self._slot = "a" if isinstance(a, Slot) else "b" if isinstance(b, Slot) else None
+        operand = np.dtype((b if self._slot == "a" else a).dtype)
+        ab_type, c_type, compute = gemm_types(operand, dtype, precision)
+        item = operand.itemsize
         a_shape = (n, b.shape[0]) if self._slot == "a" else tuple(a.shape)
         b_shape = (a.shape[1], m) if self._slot == "b" else tuple(b.shape)
         c_strides = lambda shape: (shape[1] * item, item)  # noqa: E731
@@ -216,7 +277,6 @@ class PreparedGemm:
         self._keep = (h, a, b, out)  # the buffers outlive every call (and any graph) that uses them
         scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
         self._one, self._zero = scalar(1.0), scalar(0.0)
-        t = CUDA_R_32F if dtype == np.float32 else CUDA_R_64F
         algo = GEMM_DEFAULT_TENSOR_OP if int(cupy.cuda.Device().compute_capability) >= 80 else GEMM_DEFAULT
         vp, ci = ctypes.c_void_p, ctypes.c_int
         # Every argument as a ctypes value, made once; a call passes them as they are (a function
@@ -226,9 +286,12 @@ class PreparedGemm:
         self._b_arg = vp(None if self._slot == "b" else b.data.ptr)
         self._args = (
             vp(h.handle), ci(transa), ci(transb), ci(m_), ci(n_), ci(k), vp(ctypes.addressof(self._one)),
-            self._b_arg, ci(t), ci(lda), self._a_arg, ci(t), ci(ldb), vp(ctypes.addressof(self._zero)),
-            vp(out.data.ptr), ci(t), ci(ldc), ci(_compute_type(dtype)), ci(algo),
+            self._b_arg, ci(ab_type), ci(lda), self._a_arg, ci(ab_type), ci(ldb), vp(ctypes.addressof(self._zero)),
+            vp(out.data.ptr), ci(c_type), ci(ldc), ci(compute), ci(algo),
         )
+        self.tensor_core_misses = tensor_core_misses(
+            transa, transb, m_, n_, k, lda, ldb, ldc, (self._b_arg.value, self._a_arg.value, out.data.ptr),
+            item, dtype.itemsize)
         self._slot_arg = self._a_arg if self._slot == "a" else self._b_arg if self._slot == "b" else None
         self._fn = gemm_function(h.lib)
 

@@ -106,7 +106,9 @@ def _capture(engine: Any, optimizer: Any, X: Any, T: Any, B: int, scale: float, 
 
     stream.wait_event(caller.record())  # the buffers' initial writes come first
     with stream:
-        ops = engine._grad_ops(B, scale, positive_class)  # bound to this stream, not the engine's cached plan
+        # Bound to this stream, not the engine's cached plan; with a rounded batch copy, the caller
+        # rounds the batch into it before each replay (compiled_step), so the graph starts there.
+        ops = engine._grad_ops(B, scale, positive_class, staged=engine.rounds_batch)
         opt_ops = optimizer._bind()
         changed = [engine.params, *optimizer.device_buffers(), engine.loss_buf]
         saved = [a.copy() for a in changed]

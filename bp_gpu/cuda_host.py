@@ -14,6 +14,12 @@ layer 1 GEMM + 1 launch, the outer product fused in); the output layer 1 launch 
 gradient, loss and the running loss sum); the optimizer 1 launch for all layers (LAMB 2). GEMMs are
 ``cublasGemmEx`` calls prepared once (``bp_gpu.cublas_gemm``), which a CUDA graph can capture.
 
+Mixed precision (``bp_gpu.precision``): ``"bf16"`` keeps bfloat16 copies (uint16 arrays, rows padded
+to 8 elements: 16 bytes) of every GEMM operand, written by the ``*_round`` launches beside the
+float32 outputs, and its GEMMs read them as ``CUDA_R_16BF``; ``"tf32"`` keeps none, its GEMMs round
+their float32 operands themselves (``CUBLAS_COMPUTE_32F_FAST_TF32``) and the outer-product step
+rounds its two factors. See ``bp_gpu.cublas_gemm`` for the types and alignment.
+
 With ``NUMBA_ENABLE_CUDASIM=1`` the same host code runs with ``xp = numpy`` and the kernels run in
 Numba's simulator: how the tests prove this backend on machines without a GPU.
 """
@@ -25,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import precision as _precision
 from .backends import BackendUnavailableError, cuda_status, simulator_enabled
 from .cublas_gemm import PreparedGemm
 from .engine import Engine
@@ -34,6 +41,7 @@ from .kernels import lamb_update as _lamb
 from .kernels import optimizer_update as _optimizer
 from .kernels import outer_sigmoid_delta_backward as _outer
 from .kernels import output_loss_delta as _output
+from .kernels import round_rows as _round
 from .kernels import sigmoid_delta_backward as _backward
 from .plan import Op, Slot, bind_call
 from .plan import T as T_SLOT
@@ -87,6 +95,15 @@ class CudaSteps:
     outer_sigmoid_delta_backward = staticmethod(_outer.outer_sigmoid_delta_backward)
     optimizer_update = staticmethod(_optimizer.optimizer_update)
     lamb_update = staticmethod(_lamb.lamb_update)
+    bias_sigmoid_forward_round = staticmethod(_forward.bias_sigmoid_forward_round)
+    output_loss_delta_round = staticmethod(_output.output_loss_delta_round)
+    sigmoid_delta_backward_round = staticmethod(_backward.sigmoid_delta_backward_round)
+    outer_sigmoid_delta_backward_round = staticmethod(_outer.outer_sigmoid_delta_backward_round)
+    optimizer_update_round = staticmethod(_optimizer.optimizer_update_round)
+    lamb_update_round = staticmethod(_lamb.lamb_update_round)
+    round_rows = staticmethod(_round.round_rows)
+    take_rows_round = staticmethod(_round.take_rows_round)
+    round_weights = staticmethod(_round.round_weights)
 
     _MODULES = {
         "bias_sigmoid_forward": _forward,
@@ -95,7 +112,22 @@ class CudaSteps:
         "outer_sigmoid_delta_backward": _outer,
         "optimizer_update": _optimizer,
         "lamb_update": _lamb,
+        "bias_sigmoid_forward_round": _forward,
+        "output_loss_delta_round": _output,
+        "sigmoid_delta_backward_round": _backward,
+        "outer_sigmoid_delta_backward_round": _outer,
+        "optimizer_update_round": _optimizer,
+        "lamb_update_round": _lamb,
+        "round_rows": _round,
+        "take_rows_round": _round,
+        "round_weights": _round,
     }
+
+    def operand_copies(self, precision: str) -> tuple[np.dtype, int] | None:
+        """(dtype, row alignment in elements) of the rounded copies the engine keeps of every GEMM
+        operand: bfloat16 bits (uint16) in rows of a multiple of 8 elements, 16 bytes, cuBLAS's
+        tensor-core alignment, for ``"bf16"``; none for ``"tf32"`` (cuBLAS rounds) and ``"highest"``."""
+        return (np.dtype(np.uint16), 8) if precision == "bf16" else None
 
     def stream_key(self) -> int:
         """CuPy's current stream: prepared calls are bound to the stream they were prepared on, so
@@ -104,8 +136,9 @@ class CudaSteps:
 
     def bind(self, name: str, *args: Any) -> Op:
         """One prepared call of step ``name`` on ``args`` (the step's own arguments, slots allowed),
-        or of ``"matmul"`` (``out <- a @ b``). It keeps its arrays alive and always writes into
-        them: bind again for other arrays, shapes or scalars."""
+        or of ``"matmul"`` (``out <- a @ b``; uint16 operands are bfloat16 copies, and a fourth
+        argument ``"tf32"`` has cuBLAS round float32 operands to TF32). It keeps its arrays alive and
+        always writes into them: bind again for other arrays, shapes or scalars."""
         if name == "matmul":
             if simulator_enabled():
                 return bind_call(_host_matmul, *args)
@@ -121,8 +154,14 @@ class CudaSteps:
         return lambda X, T: launch()
 
 
-def _host_matmul(a: Any, b: Any, out: Any) -> None:
-    """The simulator's GEMM (its arrays are NumPy arrays)."""
+def _host_matmul(a: Any, b: Any, out: Any, precision: str = "highest") -> None:
+    """The simulator's GEMM (its arrays are NumPy arrays), computing what cuBLAS is asked for:
+    bfloat16 operands (uint16 bits) decoded exactly to float32; with ``"tf32"`` float32 operands
+    rounded to TF32 as the contract says (``bp_gpu.precision.round_tf32``); products in float32."""
+    if a.dtype == np.uint16:
+        a, b = _precision.from_bf16_bits(a), _precision.from_bf16_bits(b)
+    elif precision == "tf32":
+        a, b = _precision.round_tf32(a), _precision.round_tf32(b)
     np.matmul(a, b, out=out)
 
 
@@ -138,9 +177,9 @@ def array_module() -> Any:
     return cupy
 
 
-def make_cuda_engine(layer_sizes: tuple[int, ...], dtype: np.dtype) -> Engine:
+def make_cuda_engine(layer_sizes: tuple[int, ...], dtype: np.dtype, precision: str = "highest") -> Engine:
     """An ``Engine`` whose buffers live on the current CUDA device and whose steps are our kernels."""
     ok, why = cuda_status()
     if not ok:
         raise BackendUnavailableError(f"backend='cuda' is not usable: {why}")
-    return Engine(array_module(), CUDA_STEPS, tuple(layer_sizes), np.dtype(dtype), "cuda")
+    return Engine(array_module(), CUDA_STEPS, tuple(layer_sizes), np.dtype(dtype), "cuda", precision)

@@ -371,6 +371,7 @@ class ProcessGroup:
         host = np.ascontiguousarray(V.to_numpy(engine.params))
         self.bcast_array(host, "broadcasting the initial weights")
         engine.params[...] = engine.xp.asarray(host)
+        engine.refresh_weight_copies()  # a mixed-precision network's rounded weights follow (bp_gpu.precision)
         rng0, split0 = self.bcast((state.rng.bit_generator.state,
                                    None if split_rng is None else split_rng.bit_generator.state),
                                   "broadcasting the shuffle generator")

@@ -18,6 +18,16 @@ narrow network (``[28, 64, 64, 1]``) the host work around the calls is most of a
 and a few percent of one on the CPU. The batch is the only per-call input (slots ``X`` and ``T``).
 The same list, replayed, is a compiled step (``bp_gpu.compiled_step``).
 
+Precision (``bp_gpu.precision``, docs/math.md, "Mixed precision"): in ``"tf32"`` and ``"bf16"``
+every GEMM multiplies rounded operands r(X), r(Z), r(D), r(W). Where the backend keeps rounded copies
+(``steps.operand_copies(precision)``: the CPU for both, CUDA for bfloat16) the engine allocates them
+beside the float32 buffers, the fused step that writes an operand writes its copy too (the
+``*_round`` steps), the optimizer writes r(W) in its update's pass and the batch is rounded into
+``batch_copy`` by the call that stages it (``round_rows``, or the first call of a plan). Rows of a
+copy are padded to ``align`` elements (16 bytes on CUDA, cuBLAS's tensor-core alignment). Without
+copies (CUDA TF32) the GEMMs round their operands themselves (``matmul`` bound with ``"tf32"``).
+``"highest"`` binds exactly the calls it always did.
+
 Loss buffer: ``loss_buf`` (2,) float64. Each step's output kernel writes ``loss_buf[0] = scale * S``
 and adds ``S`` to ``loss_buf[1]``, with S the step's summed (unscaled) loss: the epoch loop zeroes
 ``loss_buf[1]`` and reads it once per epoch.
@@ -32,6 +42,7 @@ import numpy as np
 from .plan import Op, bind_call, run
 from .plan import T as T_SLOT
 from .plan import X as X_SLOT
+from .precision import FORMATS
 
 # Rows per forward pass when predicting: bounds the work buffers' size.
 PREDICT_CHUNK = 8192
@@ -68,11 +79,16 @@ class Engine:
     Shapes: ``B`` rows in the current batch, ``N_l`` units of layer l, ``L`` layers.
     """
 
-    def __init__(self, xp: Any, steps: Any, layer_sizes: tuple[int, ...], dtype: np.dtype, name: str):
+    def __init__(self, xp: Any, steps: Any, layer_sizes: tuple[int, ...], dtype: np.dtype, name: str,
+                 precision: str = "highest"):
         self.xp = xp
         self.steps = steps
         self.name = name
         self.dtype = np.dtype(dtype)
+        self.precision = precision
+        self.fmt = FORMATS[precision]
+        copies = steps.operand_copies(precision) if precision != "highest" else None
+        self.copy_dtype, self.align = copies if copies is not None else (None, 1)
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         sizes = self.layer_sizes
         self.n_layers = len(sizes) - 1
@@ -89,6 +105,9 @@ class Engine:
         self.loss_view = self.loss_buf[0:1].reshape(())  # loss_buf[0] as a 0-d view: a step returns a copy
         self._eval_loss = xp.zeros(2, dtype=np.float64)  # evaluation's, so it never touches loss_buf[1]
         self.capacity = 0
+        self.weight_copy: Any = None  # flat buffer of the r(W_l), see _allocate_weight_copies
+        if self.copy_dtype is not None:
+            self._allocate_weight_copies()
         self._plans: dict[tuple, list[Op]] = {}
         self._forward_plans: dict[tuple, list[Op]] = {}
         self._loss_plans: dict[tuple, list[Op]] = {}
@@ -103,10 +122,57 @@ class Engine:
             b_off += o
         return views
 
+    # -- rounded copies -----------------------------------------------------------------------------
+    @property
+    def rounds_batch(self) -> bool:
+        """Whether the GEMMs read the batch through the rounded copy ``batch_copy`` (a staged batch)."""
+        return self.copy_dtype is not None
+
+    def _ld(self, n: int) -> int:
+        """Row stride of a copy of rows of n elements: n rounded up to the alignment."""
+        return -(-n // self.align) * self.align
+
+    def _allocate_weight_copies(self) -> None:
+        """One flat buffer holding r(W_l) for every layer, each (N_l, ld(N_{l-1})), one after the
+        other (every block starts aligned: its size is a multiple of the alignment), and the map
+        the optimizer and ``round_weights`` write it by: (start, rows, cols, dst, ld) per layer."""
+        rows, w_off, dst = [], 0, 0
+        for o, i in self.shapes:
+            rows.append((w_off, o, i, dst, self._ld(i)))
+            w_off += o * i
+            dst += o * self._ld(i)
+        self.weight_copy = self.xp.zeros(dst, dtype=self.copy_dtype)
+        self.weight_map = self.xp.asarray(np.array(rows, dtype=np.int64).reshape(-1, 5))  # (L, 5)
+        self.weight_copies = [  # r(W_l) as (N_l, N_{l-1}) views with row stride ld
+            self.weight_copy[d : d + o * ld].reshape(o, ld)[:, :i] for (_, o, i, d, ld) in rows
+        ]
+
+    def refresh_weight_copies(self) -> None:
+        """r(W) <- round(W) for every layer: after anything but the optimizer wrote the parameters
+        (``MLP.set_weights``, the initial weights, a broadcast of them)."""
+        if self.weight_copy is not None:
+            self.bind("round_weights", self.params, self.weight_copy, self.weight_map, self.fmt)(None, None)
+
+    def batch_copy(self, B: int) -> Any:
+        """The rounded batch the GEMMs read, (B, ld(N_0)), for a caller that stages the batch itself
+        (``round_rows`` or ``take_rows_round`` into it, then a plan with ``staged=True``)."""
+        self._prepare(B)
+        return self._rX[:B]
+
+    def _gemm(self, a: Any, b: Any, out: Any) -> Op:
+        """out <- a @ b: the operands as given (``"highest"``, or rounded copies), or rounded by the
+        GEMM itself where the backend keeps no copies."""
+        if self.precision != "highest" and self.copy_dtype is None:
+            return self.bind("matmul", a, b, out, self.precision)
+        return self.bind("matmul", a, b, out)
+
     def bind(self, name: str, *args: Any) -> Op:
         """One prepared call of step ``name`` on this backend (``steps.bind``; for steps without it,
         such as the NumPy spec, the plain function). A backend without the fused
-        ``outer_sigmoid_delta_backward`` gets its two-pass equivalent."""
+        ``outer_sigmoid_delta_backward`` gets its two-pass equivalent. With weight copies the
+        optimizer steps are their ``*_round`` variants, which write r(W) in the update's pass."""
+        if self.weight_copy is not None and name in ("optimizer_update", "lamb_update"):
+            name, args = name + "_round", (*args, self.weight_copy, self.weight_map, self.fmt)
         if name == "outer_sigmoid_delta_backward" and not hasattr(self.steps, name):
             return bind_call(_MultiplyThenBackward(self.xp, self.steps), *args)
         bind = getattr(self.steps, "bind", None)
@@ -133,49 +199,83 @@ class Engine:
         self._A_out = xp.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
         # Deltas ping-pong between two buffers as wide as the widest layer.
         self._delta = [xp.empty(n * widest, dtype=self.dtype) for _ in range(2)]
+        if self.copy_dtype is not None:  # zeroed: the padding of a row is never written
+            cd, ld = self.copy_dtype, self._ld
+            self._rX = xp.zeros((n, ld(self.layer_sizes[0])), dtype=cd)
+            self._rZ = [xp.zeros((n, ld(N)), dtype=cd) for N in self.layer_sizes[1:-1]]
+            self._rdelta = [xp.zeros(n * ld(widest), dtype=cd) for _ in range(2)]
         self.capacity = n
         for plans in (self._plans, self._forward_plans, self._loss_plans):
             plans.clear()  # they point into the old buffers
 
     # -- plans --------------------------------------------------------------------------------------
-    def _forward_ops(self, B: int) -> tuple[list[Op], Any]:
+    def _forward_ops(self, B: int, staged: bool = False) -> tuple[list[Op], Any]:
         """The calls of Z_l = sigma(Z_{l-1} W_l^T + b_l) for the hidden layers and of the output GEMM
-        Z_{L-1} W_L^T (its bias is added by the next call), and that GEMM's output (B, N_L)."""
-        ops, z = [], X_SLOT
-        for l, (W, b) in enumerate(self.layers[:-1]):
-            out = self._Z[l][:B]  # (B, N_l)
-            ops.append(self.bind("matmul", z, W.T, out))
-            ops.append(self.bind("bias_sigmoid_forward", out, b))
-            z = out
-        A = self._A_out[:B]  # (B, N_L)
-        ops.append(self.bind("matmul", z, self.layers[-1][0].T, A))
+        Z_{L-1} W_L^T (its bias is added by the next call), and that GEMM's output (B, N_L). With
+        copies every GEMM reads rounded operands. ``staged``: the rounded batch is already in
+        ``batch_copy(B)`` (with copies only), so no call rounds X."""
+        if self.copy_dtype is None:
+            ops, z = [], X_SLOT
+            for l, (W, b) in enumerate(self.layers[:-1]):
+                out = self._Z[l][:B]  # (B, N_l)
+                ops.append(self._gemm(z, W.T, out))
+                ops.append(self.bind("bias_sigmoid_forward", out, b))
+                z = out
+            A = self._A_out[:B]  # (B, N_L)
+            ops.append(self._gemm(z, self.layers[-1][0].T, A))
+            return ops, A
+        rX = self._rX[:B]  # (B, ld(N_0))
+        ops = [] if staged else [self.bind("round_rows", X_SLOT, rX, self.fmt)]
+        rz = rX[:, : self.layer_sizes[0]]
+        for l, (_, b) in enumerate(self.layers[:-1]):
+            out, R = self._Z[l][:B], self._rZ[l][:B]  # (B, N_l), (B, ld(N_l))
+            ops.append(self._gemm(rz, self.weight_copies[l].T, out))
+            ops.append(self.bind("bias_sigmoid_forward_round", out, b, R, self.fmt))
+            rz = R[:, : out.shape[1]]
+        A = self._A_out[:B]
+        ops.append(self._gemm(rz, self.weight_copies[-1].T, A))
         return ops, A
 
-    def grad_plan(self, B: int, scale: float, positive_class: int) -> list[Op]:
+    def grad_plan(self, B: int, scale: float, positive_class: int, staged: bool = False) -> list[Op]:
         """The calls of one forward + backward pass on a batch of B rows (B <= capacity): fills
-        ``grads`` with d(scale * sum L)/d params and ``loss_buf`` as the module docstring says."""
-        key = (B, float(scale), positive_class, self.stream_key())
-        return _cached(self._plans, key, lambda: self._grad_ops(B, scale, positive_class))
+        ``grads`` with d(scale * sum L)/d params and ``loss_buf`` as the module docstring says.
+        ``staged``: the batch's rounded copy is already in ``batch_copy(B)`` (see ``_forward_ops``)."""
+        key = (B, float(scale), positive_class, self.stream_key(), staged)
+        return _cached(self._plans, key, lambda: self._grad_ops(B, scale, positive_class, staged))
 
-    def _grad_ops(self, B: int, scale: float, positive_class: int) -> list[Op]:
-        L, sizes = self.n_layers, self.layer_sizes
-        ops, A = self._forward_ops(B)
-        D = self._delta[0][: B * sizes[-1]].reshape(B, sizes[-1])  # (B, N_L)
-        ops.append(self.bind("output_loss_delta", A, self.layers[-1][1], T_SLOT, positive_class, float(scale), D,
-                             self.grad_layers[-1][1], self.loss_buf))
+    def _delta_views(self, k: int, B: int, N: int) -> tuple[Any, Any]:
+        """Delta buffer k as (B, N), and its rounded copy as (B, ld(N)) (None without copies)."""
+        D = self._delta[k][: B * N].reshape(B, N)
+        if self.copy_dtype is None:
+            return D, None
+        return D, self._rdelta[k][: B * self._ld(N)].reshape(B, self._ld(N))
+
+    def _grad_ops(self, B: int, scale: float, positive_class: int, staged: bool = False) -> list[Op]:
+        L, sizes, copies = self.n_layers, self.layer_sizes, self.copy_dtype is not None
+        ops, A = self._forward_ops(B, staged)
+        D, rD = self._delta_views(0, B, sizes[-1])  # (B, N_L)
+        out = (A, self.layers[-1][1], T_SLOT, positive_class, float(scale), D, self.grad_layers[-1][1], self.loss_buf)
+        ops.append(self.bind("output_loss_delta_round", *out, rD, self.fmt) if copies
+                   else self.bind("output_loss_delta", *out))
         for l in range(L - 1, 0, -1):  # 0-based layer index; the notes' layer l + 1
-            N_prev = sizes[l]
+            N, N_prev = sizes[l + 1], sizes[l]
             z_prev = self._Z[l - 1][:B]  # (B, N_prev)
-            G = self._delta[(L - l) % 2][: B * N_prev].reshape(B, N_prev)  # the layer below's delta
+            G, rG = self._delta_views((L - l) % 2, B, N_prev)  # the layer below's delta
             W, (dW, _), db_prev = self.layers[l][0], self.grad_layers[l], self.grad_layers[l - 1][1]
-            ops.append(self.bind("matmul", D.T, z_prev, dW))  # dL/dw_ij = sum_batch delta_i z_j
-            if sizes[l + 1] == 1:  # sum_j delta_j w_ji is an outer product: fused with sigma'
-                ops.append(self.bind("outer_sigmoid_delta_backward", D, W, z_prev, G, db_prev))
+            d, zp, w = (rD[:, :N], self._rZ[l - 1][:B, :N_prev], self.weight_copies[l]) if copies else (D, z_prev, W)
+            ops.append(self._gemm(d.T, zp, dW))  # dL/dw_ij = sum_batch delta_i z_j
+            if N == 1:  # sum_j delta_j w_ji is an outer product: fused with sigma'
+                if self.precision == "highest":
+                    ops.append(self.bind("outer_sigmoid_delta_backward", D, W, z_prev, G, db_prev))
+                else:  # r(delta) r(w), rounded in the step (from the float32 D and W)
+                    ops.append(self.bind("outer_sigmoid_delta_backward_round", D, W, z_prev, G, db_prev, rG, self.fmt))
             else:
-                ops.append(self.bind("matmul", D, W, G))  # sum_j delta_j w_ji
-                ops.append(self.bind("sigmoid_delta_backward", G, z_prev, db_prev))
-            D = G
-        ops.append(self.bind("matmul", D.T, X_SLOT, self.grad_layers[0][0]))
+                ops.append(self._gemm(d, w, G))  # sum_j delta_j w_ji
+                ops.append(self.bind("sigmoid_delta_backward_round", G, z_prev, db_prev, rG, self.fmt) if copies
+                           else self.bind("sigmoid_delta_backward", G, z_prev, db_prev))
+            D, rD = G, rG
+        x = self._rX[:B, : sizes[0]] if copies else X_SLOT
+        ops.append(self._gemm((rD[:, : sizes[1]] if copies else D).T, x, self.grad_layers[0][0]))
         return ops
 
     def _prepare(self, B: int) -> None:

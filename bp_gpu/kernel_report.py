@@ -1,8 +1,10 @@
 """Compile every CUDA kernel for a real target and read its resource use, without a GPU.
 
-Each kernel of ``bp_gpu.kernels`` is compiled to PTX with ``numba.cuda.compile_ptx`` (NVRTC) for a
-compute capability, then linked to SASS with ``cuda.core``'s ``Linker`` (nvJitLink), whose verbose
-log gives registers, spills, shared and local memory. Used by ``tests/test_kernels_compile.py``
+Each kernel of ``bp_gpu.kernels`` (with the variants of mixed precision, listed under float32: the
+``*_bf16_kernel`` ones and the TF32 outer-product step) is compiled to PTX with
+``numba.cuda.compile_ptx`` (NVRTC) for a compute capability, then linked to SASS with
+``cuda.core``'s ``Linker`` (nvJitLink), whose verbose log gives registers, spills, shared and local
+memory. Used by ``tests/test_kernels_compile.py``
 (which fails on any spill) and by ``bp-gpu kernels``. Needs NVRTC and nvJitLink
 (``pip install 'bp_gpu[kernels]'``), not a device; does not work under the simulator.
 """
@@ -26,6 +28,7 @@ KERNEL_MODULES = (
     "outer_sigmoid_delta_backward",
     "optimizer_update",
     "lamb_update",
+    "round_rows",
 )
 
 _USED = re.compile(
@@ -116,6 +119,16 @@ def _missing_compiler_errors() -> tuple[type[BaseException], ...]:
 
 
 @cache
+def _compiled(name: str, dtype: str, cc: tuple[int, int]) -> tuple[str, str]:
+    """(PTX, linker log) of one kernel, compiled once per process: the report of a dtype subset and
+    ``ptx_of`` reuse what a full report compiled."""
+    for kname, fn, sig in kernel_signatures(dtype):
+        if kname == name:
+            return compile_kernel(fn, sig, cc)
+    raise ValueError(f"no kernel named {name!r} for {dtype}; known: {[k for k, _, _ in kernel_signatures(dtype)]}")
+
+
+@cache
 def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tuple[KernelInfo, ...]:
     """Compile every kernel x dtype for cc; one ``KernelInfo`` each (cached per process)."""
     if simulator_enabled():
@@ -125,10 +138,10 @@ def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tu
         )
     rows = []
     for dtype in dtypes:
-        for name, fn, sig in kernel_signatures(dtype):
+        for name, _, _ in kernel_signatures(dtype):
             where = f"{name} ({dtype}, sm_{cc[0]}{cc[1]})"
             try:
-                ptx, log = compile_kernel(fn, sig, cc)
+                ptx, log = _compiled(name, dtype, cc)
             except _missing_compiler_errors() as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise RuntimeError(
@@ -141,12 +154,7 @@ def report(cc: tuple[int, int] = (9, 0), dtypes: tuple[str, ...] = DTYPES) -> tu
 
 def ptx_of(name: str, dtype: str, cc: tuple[int, int] = (9, 0)) -> str:
     """The PTX of one kernel by name (for tests that inspect the generated code)."""
-    for kname, fn, sig in kernel_signatures(dtype):
-        if kname == name:
-            from numba import cuda
-
-            return cuda.compile_ptx(fn, sig, device=False, cc=cc)[0]
-    raise ValueError(f"no kernel named {name!r}; known: {[k for k, _, _ in kernel_signatures(dtype)]}")
+    return _compiled(name, dtype, cc)[0]
 
 
 _LABEL = re.compile(r"^\$L__BB\d+_\d+:", re.M)

@@ -11,6 +11,7 @@ import numpy as np
 from . import _validate as V
 from .backends import resolve_backend
 from .plan import run
+from .precision import check_precision
 
 DTYPES = ("float32", "float64")
 
@@ -55,17 +56,18 @@ def glorot_weights(layer_sizes: Sequence[int], seed: Any, dtype: np.dtype,
     return weights
 
 
-def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype) -> Any:
-    """A fresh ``Engine`` (``bp_gpu.engine``) for an already resolved backend name."""
+def make_engine(backend: str, layer_sizes: tuple[int, ...], dtype: np.dtype, precision: str = "highest") -> Any:
+    """A fresh ``Engine`` (``bp_gpu.engine``) for an already resolved backend name (``precision``: see
+    ``bp_gpu.precision``)."""
     from .engine import Engine
 
     if backend == "cpu":
         from .cpu_backend import CPU_STEPS
 
-        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu")
+        return Engine(np, CPU_STEPS, layer_sizes, dtype, "cpu", precision)
     from .cuda_host import make_cuda_engine  # CuPy and the kernels load only for backend="cuda"
 
-    return make_cuda_engine(layer_sizes, dtype)
+    return make_cuda_engine(layer_sizes, dtype, precision)
 
 
 class MLP:
@@ -81,6 +83,12 @@ class MLP:
         (default) the usual one (``L = -t log y - (1-t) log(1-y)``, ``delta_out = sigma(a_out) - t``).
     dtype:
         ``"float32"`` or ``"float64"``: parameters, activations and gradients.
+    precision:
+        How the GEMMs treat their operands (docs/math.md, "Mixed precision"): ``"highest"``
+        (default) multiplies the values of ``dtype`` as they are; ``"tf32"`` rounds every GEMM operand
+        to TF32 and ``"bf16"`` to bfloat16, the products accumulated in float32 (tensor cores on a
+        GPU), everything else (activations, deltas, weights, optimizer state) float32. Both need
+        ``dtype="float32"``. The CPU backend computes the same roundings: a reference, not a speed mode.
     backend:
         ``"auto"`` (best usable), ``"cpu"`` or ``"cuda"``; ``"cuda"`` raises
         ``BackendUnavailableError`` with the reason when it cannot run here.
@@ -100,6 +108,7 @@ class MLP:
         *,
         positive_class: int = 1,
         dtype: str = "float32",
+        precision: str = "highest",
         backend: str = "auto",
         seed: Any = None,
     ) -> None:
@@ -112,11 +121,12 @@ class MLP:
             dt = None
         if dt is None or dt.name not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+        self.precision: str = check_precision(precision, dt)
         self.layer_sizes: tuple[int, ...] = sizes
         self.positive_class: int = int(positive_class)
         self.dtype: np.dtype = dt
         self.backend: str = resolve_backend(backend)
-        self._engine = make_engine(self.backend, sizes, self.dtype)
+        self._engine = make_engine(self.backend, sizes, self.dtype, self.precision)
         self._write_weights(glorot_weights(sizes, seed, self.dtype, self.positive_class))
 
     # -- parameters ---------------------------------------------------------------------------
@@ -155,6 +165,7 @@ class MLP:
         for (W_dst, b_dst), (W, b) in zip(self._engine.layers, weights):
             W_dst[...] = xp.asarray(np.asarray(W, dtype=self.dtype))
             b_dst[...] = xp.asarray(np.asarray(b, dtype=self.dtype))
+        self._engine.refresh_weight_copies()
 
     # -- computations ----------------------------------------------------------------------------
     def _inputs(self, X: Any, t: Any = None, values: bool | None = True) -> tuple[Any, Any]:
@@ -256,7 +267,8 @@ class MLP:
         return CompiledStep(self, optimizer, batch_size, reduction)
 
     def __repr__(self) -> str:
+        precision = "" if self.precision == "highest" else f", precision='{self.precision}'"
         return (
             f"MLP({list(self.layer_sizes)}, positive_class={self.positive_class}, "
-            f"dtype='{self.dtype.name}', backend='{self.backend}')"
+            f"dtype='{self.dtype.name}'{precision}, backend='{self.backend}')"
         )

@@ -6,6 +6,13 @@ is a set of these functions with the same signatures and in-place semantics: the
 ``outer_sigmoid_delta_backward`` is optional for a backend (the engine falls back to a multiply and
 ``sigmoid_delta_backward``, this module's definition of it).
 
+Mixed precision (``bp_gpu.precision``, docs/math.md, "Mixed precision"): the ``*_round`` steps
+are the plain steps that also write ``R``, the rounded copy of their float32 output that the next
+GEMMs read, in operand format ``fmt`` (``BF16`` or ``TF32``). ``R`` is (B, ld) with ld >= O: the copy
+of row r is ``R[r, :O]``, the rest of the row is padding that nothing reads (a device pads each row
+to 16 bytes, cuBLAS's tensor-core alignment). The spec's copies hold the rounded values as float32;
+a device stores bfloat16 bits (``bp_gpu.precision.bf16_bits``).
+
 Shapes: ``B`` batch rows, ``O`` units of the layer, ``P`` parameters in the flat buffer, ``S`` the
 optimizer's state rows (0, 1 or 2), ``N_HYPER`` the slots of ``bp_gpu.optim.hyper``.
 All arrays are C-contiguous; the functions write their outputs in place and return nothing, so
@@ -19,6 +26,7 @@ import math
 import numpy as np
 
 from .optim import hyper as H
+from .precision import round_to
 
 
 def _sigmoid_inplace(a: np.ndarray) -> None:
@@ -82,6 +90,52 @@ def outer_sigmoid_delta_backward(D: np.ndarray, W: np.ndarray, Z: np.ndarray, G:
     W (1, O).  Z, G (B, O); db (O,). The product, then ``sigmoid_delta_backward``."""
     np.multiply(D, W, out=G)
     sigmoid_delta_backward(G, Z, db)
+
+
+def round_rows(A: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """R[:, :O] <- r(A): the rounded copy of a float32 operand (the batch X, a weight matrix W).
+    A (B, O); R (B, ld >= O)."""
+    R[:, : A.shape[1]] = round_to(A, fmt)
+
+
+def take_rows_round(X: np.ndarray, idx: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """R[:, :I] <- r(X[idx]): a batch gathered from the training data and rounded in one pass.
+    X (n, I); idx (B,); R (B, ld >= I)."""
+    R[:, : X.shape[1]] = round_to(X[idx], fmt)
+
+
+def bias_sigmoid_forward_round(A: np.ndarray, b: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """``bias_sigmoid_forward``, then R[:, :O] <- r(A): Z and the next GEMM's operand r(Z).
+    A (B, O), b (O,), R (B, ld >= O)."""
+    bias_sigmoid_forward(A, b)
+    round_rows(A, R, fmt)
+
+
+def output_loss_delta_round(A: np.ndarray, b: np.ndarray, T: np.ndarray, positive_class: int, scale: float,
+                            D: np.ndarray, db: np.ndarray, loss: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """``output_loss_delta``, then R[:, :O] <- r(D): D (the bias gradient is its float32 column sums)
+    and the GEMMs' operand r(D).  R (B, ld >= O)."""
+    output_loss_delta(A, b, T, positive_class, scale, D, db, loss)
+    round_rows(D, R, fmt)
+
+
+def sigmoid_delta_backward_round(G: np.ndarray, Z: np.ndarray, db: np.ndarray, R: np.ndarray, fmt: int) -> None:
+    """``sigmoid_delta_backward`` with the float32 Z, then R[:, :O] <- r(G): the delta and its
+    rounded copy.  G, Z (B, O); db (O,); R (B, ld >= O)."""
+    sigmoid_delta_backward(G, Z, db)
+    round_rows(G, R, fmt)
+
+
+def outer_sigmoid_delta_backward_round(D: np.ndarray, W: np.ndarray, Z: np.ndarray, G: np.ndarray, db: np.ndarray,
+                                       R: np.ndarray | None, fmt: int) -> None:
+    """G <- (r(D) r(W)) * Z * (1 - Z); db <- column sums of G; R[:, :O] <- r(G) (R None: no copy,
+    for a device whose GEMMs round their operands themselves). The product of two rounded values
+    is exact in float32, so this is the GEMM r(D) r(W) of the contract.
+    D (B, 1), W (1, O), Z, G (B, O), db (O,), R (B, ld >= O) or None."""
+    np.multiply(round_to(D, fmt), round_to(W, fmt), out=G)
+    sigmoid_delta_backward(G, Z, db)
+    if R is not None:
+        round_rows(G, R, fmt)
 
 
 def _hyper(hyper: np.ndarray) -> tuple[float, ...]:
@@ -166,3 +220,28 @@ def lamb_update(params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper:
         params[lo:hi] -= c(lr * ratio) * r[lo:hi]
     hyper[H.STEP] = t
     hyper[H.LR_LAST] = lr
+
+
+def round_weights(params: np.ndarray, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """The rounded copy of every weight matrix: ``R[dst + i ld + j] <- r(params[start + i cols + j])``
+    for i < rows, j < cols. ``wmap`` (L, 5) int64, one row per layer: (start, rows, cols, dst, ld):
+    where W_l starts in ``params``, its shape (N_l, N_{l-1}), where its copy starts in R and the
+    copy's row stride (>= cols). R (flat copy buffer)."""
+    for start, rows, cols, dst, ld in (tuple(int(v) for v in row) for row in wmap):
+        view = R[dst : dst + rows * ld].reshape(rows, ld)
+        round_rows(params[start : start + rows * cols].reshape(rows, cols), view, fmt)
+
+
+def optimizer_update_round(rule: int, params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray,
+                           n_weights: int, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """``optimizer_update``, and the rounded copy of the updated weights written in the same pass
+    (``round_weights``): the GEMMs of the next step read r(W)."""
+    optimizer_update(rule, params, grads, state, hyper, n_weights)
+    round_weights(params, R, wmap, fmt)
+
+
+def lamb_update_round(params: np.ndarray, grads: np.ndarray, state: np.ndarray, hyper: np.ndarray, n_weights: int,
+                      segments: np.ndarray, R: np.ndarray, wmap: np.ndarray, fmt: int) -> None:
+    """``lamb_update``, and the rounded copy of the updated weights (``round_weights``)."""
+    lamb_update(params, grads, state, hyper, n_weights, segments)
+    round_weights(params, R, wmap, fmt)

@@ -13,6 +13,9 @@ order and writes the trust ratios. Launch 2 (``lamb_apply_kernel``) recomputes r
 moments (the same value: same inputs, same expression) and applies it; its last block advances
 ``hyper[STEP]``. Deterministic: the grid depends only on the segment sizes and the device.
 
+Mixed precision: ``lamb_apply_bf16_kernel`` also writes the bfloat16 copy of every updated weight
+in launch 2 (see ``optimizer_update``).
+
 Shapes: ``P`` parameters, ``K`` segments, ``GX`` blocks per segment. params, grads (P,); state (2, P);
 hyper (N_HYPER,) float64; segments (K + 1,) int64 (boundaries, the first 0 and the last P; a device
 copy is kept per boundaries); work (K + 2 K GX,) float64: the K ratios, then the (K, GX, 2) partial
@@ -39,9 +42,10 @@ from numba import cuda
 
 from ..optim import hyper as H
 from . import _launch
+from ._bf16 import check_weight_copy
 from ._launch import MAX_THREADS
 from ._reduce import block_sum
-from .optimizer_update import ROWS, _scheduled_rate, last_block_advances_step
+from .optimizer_update import ROWS, _copy_weight, _scheduled_rate, last_block_advances_step
 
 
 @cuda.jit(device=True, inline="always")
@@ -162,8 +166,10 @@ def lamb_moments_kernel(params, grads, state, hyper, n_weights, segments, work):
             hyper[H.TICKET] = 0.0
 
 
-@cuda.jit(cache=True)
-def lamb_apply_kernel(params, state, hyper, n_weights, segments, work):
+@cuda.jit(device=True, inline="always")
+def _apply(params, state, hyper, n_weights, segments, work, R, wmap, copy):
+    """The body of ``lamb_apply_kernel``; ``copy`` (a constant of each kernel): also the bfloat16
+    copy of every updated weight, in the same pass."""
     ft = params.dtype.type
     t, lr, bc1, bc2, eps, wd = _constants(hyper, ft)
     k = cuda.blockIdx.y
@@ -185,16 +191,38 @@ def lamb_apply_kernel(params, state, hyper, n_weights, segments, work):
         v1 = state[1, i + s]
         v2 = state[1, i + 2 * s]
         v3 = state[1, i + 3 * s]
-        params[i] = p0 - step * _direction(p0, m0, v0, bc1, bc2, eps, wd, decay)
-        params[i + s] = p1 - step * _direction(p1, m1, v1, bc1, bc2, eps, wd, decay)
-        params[i + 2 * s] = p2 - step * _direction(p2, m2, v2, bc1, bc2, eps, wd, decay)
-        params[i + 3 * s] = p3 - step * _direction(p3, m3, v3, bc1, bc2, eps, wd, decay)
+        q0 = p0 - step * _direction(p0, m0, v0, bc1, bc2, eps, wd, decay)
+        params[i] = q0
+        q1 = p1 - step * _direction(p1, m1, v1, bc1, bc2, eps, wd, decay)
+        params[i + s] = q1
+        q2 = p2 - step * _direction(p2, m2, v2, bc1, bc2, eps, wd, decay)
+        params[i + 2 * s] = q2
+        q3 = p3 - step * _direction(p3, m3, v3, bc1, bc2, eps, wd, decay)
+        params[i + 3 * s] = q3
+        if copy:
+            _copy_weight(R, wmap, i, n_weights, q0)
+            _copy_weight(R, wmap, i + s, n_weights, q1)
+            _copy_weight(R, wmap, i + 2 * s, n_weights, q2)
+            _copy_weight(R, wmap, i + 3 * s, n_weights, q3)
         i += ROWS * s
     while i < hi:
         p = params[i]
-        params[i] = p - step * _direction(p, state[0, i], state[1, i], bc1, bc2, eps, wd, decay)
+        q = p - step * _direction(p, state[0, i], state[1, i], bc1, bc2, eps, wd, decay)
+        params[i] = q
+        if copy:
+            _copy_weight(R, wmap, i, n_weights, q)
         i += s
     last_block_advances_step(hyper, t, lr)
+
+
+@cuda.jit(cache=True)
+def lamb_apply_kernel(params, state, hyper, n_weights, segments, work):
+    _apply(params, state, hyper, n_weights, segments, work, params, state, False)
+
+
+@cuda.jit(cache=True)
+def lamb_apply_bf16_kernel(params, state, hyper, n_weights, segments, work, R, wmap):
+    _apply(params, state, hyper, n_weights, segments, work, R, wmap, True)
 
 
 def geometry(segments: np.ndarray) -> tuple[tuple[int, int], int]:
@@ -235,7 +263,19 @@ def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weigh
     step; segments (K + 1,) int64 host array (the boundaries); work: float64 device scratch of at
     least ``work_size(segments)`` entries that no other launch uses meanwhile (default: allocated
     here, owned by these launches; see the module docstring)."""
-    where = "lamb_update"
+    return _prepare("lamb_update", params, grads, state, hyper, n_weights, segments, work, ())
+
+
+def prepare_lamb_update_round(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray,
+                              R: Any, wmap: Any, fmt: int, work: Any = None) -> Callable[[], None]:
+    """``prepare_lamb_update`` whose second launch also writes the bfloat16 copy of every updated
+    weight (see ``optimizer_update.prepare_optimizer_update_round``).  R uint16; wmap (L, 5) int64."""
+    check_weight_copy(R, wmap, n_weights, fmt, "lamb_update_round")
+    return _prepare("lamb_update_round", params, grads, state, hyper, n_weights, segments, work, (R, wmap))
+
+
+def _prepare(where: str, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray,
+             work: Any, copy: tuple) -> Callable[[], None]:
     n = params.shape[0]
     _launch.check_1d(params, n, "params", where)
     _launch.check_1d(grads, n, "grads", where)
@@ -256,12 +296,12 @@ def prepare_lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weigh
                       ((params, "params"), (state, "state"), (hyper, "hyper"), (seg_dev, "segments"), (work, "work")))
     nw = int(n_weights)
     moments_args = (p, _launch.arg(grads, "grads"), s, h, nw, sd, w)
-    apply_args = (p, s, h, nw, sd, w)
-    owners = (params, grads, state, hyper, seg_dev, work)
+    apply_args = (p, s, h, nw, sd, w, *(_launch.arg(a, "R, wmap") for a in copy))
+    apply_fn = lamb_apply_bf16_kernel if copy else lamb_apply_kernel
+    owners = (params, grads, state, hyper, seg_dev, work, *copy)
     moments = _launch.prepared(lamb_moments_kernel, _launch.compiled(lamb_moments_kernel, moments_args), grid,
                                block, moments_args, owners)
-    apply = _launch.prepared(lamb_apply_kernel, _launch.compiled(lamb_apply_kernel, apply_args), grid, block,
-                             apply_args, owners)
+    apply = _launch.prepared(apply_fn, _launch.compiled(apply_fn, apply_args), grid, block, apply_args, owners)
 
     def launch() -> None:
         moments()
@@ -277,11 +317,24 @@ def lamb_update(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
     prepare_lamb_update(params, grads, state, hyper, n_weights, segments, work)()
 
 
+def lamb_update_round(params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, segments: np.ndarray,
+                      R: Any, wmap: Any, fmt: int) -> None:
+    """One LAMB step and the bfloat16 copy of the updated weights, on CuPy's current stream, with the
+    stream's own ``work`` (as ``lamb_update``)."""
+    work = _launch.workspace("lamb_work", np.float64, work_size(np.asarray(segments)))
+    prepare_lamb_update_round(params, grads, state, hyper, n_weights, segments, R, wmap, fmt, work)()
+
+
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:
     """(kernel name, Python function, Numba signature) of every kernel here, for compile checks."""
     f = numba.from_dtype(dtype)
     d1, i8, i1 = numba.float64[::1], numba.int64, numba.int64[::1]
-    return [
+    apply_sig = (f[::1], f[:, ::1], d1, i8, i1, d1)
+    rows = [
         ("lamb_moments_kernel", lamb_moments_kernel.py_func, (f[::1], f[::1], f[:, ::1], d1, i8, i1, d1)),
-        ("lamb_apply_kernel", lamb_apply_kernel.py_func, (f[::1], f[:, ::1], d1, i8, i1, d1)),
+        ("lamb_apply_kernel", lamb_apply_kernel.py_func, apply_sig),
     ]
+    if dtype == np.float32:
+        rows.append(("lamb_apply_bf16_kernel", lamb_apply_bf16_kernel.py_func,
+                     (*apply_sig, numba.uint16[::1], numba.int64[:, ::1])))
+    return rows

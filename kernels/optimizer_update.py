@@ -20,6 +20,10 @@ Launch geometry (``_launch.tile_1d``): 1-D blocks, grid capped at one wave of th
 device (its occupancy, ``_launch.max_blocks``), grid-stride loop over P. Element-wise apart from
 the ticket: bit-identical run to run.
 
+Mixed precision: ``optimizer_update_bf16_kernel`` also writes the bfloat16 copy of every updated
+weight, ``R[copy_index(wmap, i)] <- bf16(params[i])`` for i < n_weights (``kernels._bf16``; the
+copies are (N_l, ld) blocks with padded rows), in the same pass: no launch of its own.
+
 Memory-level parallelism: a thread loads ``ROWS`` elements of params, grads and the state its rule
 has (4 to 16 loads) before it stores any, then one element at a time for the ragged tail: the
 compiler cannot move a load above a store to another array it cannot prove does not alias it, so
@@ -39,6 +43,7 @@ from numba.cuda import libdevice
 
 from ..optim import hyper as H
 from . import _launch
+from ._bf16 import bf16, check_weight_copy, copy_index
 
 # libdevice's cospi: no stack frame, unlike cos (see bp_gpu.optim.hyper); the simulator's libdevice
 # has no implementations, so it runs the Python formula.
@@ -84,8 +89,18 @@ def _update(rule, p, g, m, v, weight, lr, b1, b2, c1, c2, wd, eps, step_size, bc
     return p, m, v
 
 
-@cuda.jit(cache=True)
-def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
+@cuda.jit(device=True, inline="always")
+def _copy_weight(R, wmap, i, n_weights, p):
+    """The bfloat16 copy of parameter i, if it is a weight (the GEMMs' r(W); biases are not GEMM
+    operands)."""
+    if i < n_weights:
+        R[copy_index(wmap, i)] = bf16(p)
+
+
+@cuda.jit(device=True, inline="always")
+def _body(rule, params, grads, state, hyper, n_weights, R, wmap, copy):
+    """The kernel body; ``copy`` (a constant of each kernel): also the bfloat16 copy of every
+    updated weight, in the same pass (``_copy_weight``)."""
     ft = params.dtype.type  # every constant rounded once to the parameters' type, as the spec
     t = hyper[H.STEP] + 1.0
     lr64 = _scheduled_rate(int(hyper[H.SCHEDULE]), hyper[H.LR], hyper[H.WARMUP], hyper[H.TOTAL], hyper[H.FINAL], t)
@@ -134,6 +149,11 @@ def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
         params[i + s] = p1
         params[i + 2 * s] = p2
         params[i + 3 * s] = p3
+        if copy:
+            _copy_weight(R, wmap, i, n_weights, p0)
+            _copy_weight(R, wmap, i + s, n_weights, p1)
+            _copy_weight(R, wmap, i + 2 * s, n_weights, p2)
+            _copy_weight(R, wmap, i + 3 * s, n_weights, p3)
         if moments:
             state[0, i] = m0
             state[0, i + s] = m1
@@ -151,12 +171,24 @@ def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
         p, m, v = _update(rule, params[i], grads[i], m, v, i < n_weights, lr, b1, b2, c1, c2, wd, eps, step_size,
                           bc2_sqrt, decay_factor)
         params[i] = p
+        if copy:
+            _copy_weight(R, wmap, i, n_weights, p)
         if moments:
             state[0, i] = m
         if second:
             state[last, i] = v
         i += s
     last_block_advances_step(hyper, t, lr64)
+
+
+@cuda.jit(cache=True)
+def optimizer_update_kernel(rule, params, grads, state, hyper, n_weights):
+    _body(rule, params, grads, state, hyper, n_weights, params, hyper, False)
+
+
+@cuda.jit(cache=True)
+def optimizer_update_bf16_kernel(rule, params, grads, state, hyper, n_weights, R, wmap):
+    _body(rule, params, grads, state, hyper, n_weights, R, wmap, True)
 
 
 def _check(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int) -> None:
@@ -183,12 +215,26 @@ def prepare_optimizer_update(rule: int, params: Any, grads: Any, state: Any, hyp
     """A launch of one SGD / momentum / Adam / AdamW step on these buffers, on CuPy's current stream
     of now, checked and planned once: calling it only enqueues the kernel (which advances ``hyper``).
     params, grads (P,); state (S, P); hyper (N_HYPER,) float64."""
+    return _prepare(optimizer_update_kernel, rule, params, grads, state, hyper, n_weights, ())
+
+
+def prepare_optimizer_update_round(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
+                                   R: Any, wmap: Any, fmt: int) -> Callable[[], None]:
+    """``prepare_optimizer_update`` whose kernel also writes the bfloat16 copy of every updated
+    weight in the same pass: ``R[dst + i ld + j] <- bf16(W[i, j])`` by the (L, 5) int64 ``wmap``
+    (``bp_gpu.steps_numpy.round_weights``).  R (flat copy buffer) uint16; fmt BF16."""
+    check_weight_copy(R, wmap, n_weights, fmt, "optimizer_update_round")
+    return _prepare(optimizer_update_bf16_kernel, rule, params, grads, state, hyper, n_weights, (R, wmap))
+
+
+def _prepare(kernel_fn: Any, rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int,
+             copy: tuple) -> Callable[[], None]:
     _check(rule, params, grads, state, hyper, n_weights)
     args = (int(rule), _launch.arg(params, "params"), _launch.arg(grads, "grads"), _launch.arg(state, "state"),
-            _launch.arg(hyper, "hyper"), int(n_weights))
-    kernel = _launch.compiled(optimizer_update_kernel, args)
+            _launch.arg(hyper, "hyper"), int(n_weights), *(_launch.arg(a, "R, wmap") for a in copy))
+    kernel = _launch.compiled(kernel_fn, args)
     grid, block = _launch.tile_1d(params.shape[0], _launch.max_blocks(kernel))
-    return _launch.prepared(optimizer_update_kernel, kernel, grid, block, args, (params, grads, state, hyper))
+    return _launch.prepared(kernel_fn, kernel, grid, block, args, (params, grads, state, hyper, *copy))
 
 
 def optimizer_update(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int) -> None:
@@ -197,9 +243,19 @@ def optimizer_update(rule: int, params: Any, grads: Any, state: Any, hyper: Any,
     prepare_optimizer_update(rule, params, grads, state, hyper, n_weights)()
 
 
+def optimizer_update_round(rule: int, params: Any, grads: Any, state: Any, hyper: Any, n_weights: int, R: Any,
+                           wmap: Any, fmt: int) -> None:
+    """``optimizer_update``, and the bfloat16 copy of the updated weights, on CuPy's current stream."""
+    prepare_optimizer_update_round(rule, params, grads, state, hyper, n_weights, R, wmap, fmt)()
+
+
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:
     """(kernel name, Python function, Numba signature) of every kernel here, for compile checks."""
     f = numba.from_dtype(dtype)
     i8 = numba.int64
     sig = (i8, f[::1], f[::1], f[:, ::1], numba.float64[::1], i8)
-    return [("optimizer_update_kernel", optimizer_update_kernel.py_func, sig)]
+    rows = [("optimizer_update_kernel", optimizer_update_kernel.py_func, sig)]
+    if dtype == np.float32:
+        rows.append(("optimizer_update_bf16_kernel", optimizer_update_bf16_kernel.py_func,
+                     (*sig, numba.uint16[::1], numba.int64[:, ::1])))
+    return rows

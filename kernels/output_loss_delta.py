@@ -19,6 +19,9 @@ one column wide. Each block writes D, its column sums and its loss sum (float64,
 in shared memory) into the workspace; the last block to finish (``_reduce.last_block``) sums them in
 a fixed order into db and loss. One launch; bit-identical run to run.
 
+Mixed precision: ``output_loss_delta_bf16_kernel`` also writes R[r, c] <- bf16(D[r, c]) (R (B, ld)
+uint16), the copy of the delta the GEMMs read; db and the loss stay the float32 D's.
+
 Memory-level parallelism: a thread loads ``ROWS`` rows of A and T before it computes and stores any
 row of D (then a ragged tail): the compiler cannot hoist a load above a store to D, which it cannot
 prove does not alias A or T.
@@ -34,6 +37,7 @@ import numpy as np
 from numba import cuda
 
 from . import _launch
+from ._bf16 import bf16, check_copy
 from ._launch import MAX_THREADS
 from ._reduce import block_sum, block_sum_rows, last_block, sigmoid, softplus64, sum_partial_columns, sum_partials
 
@@ -48,8 +52,9 @@ def _unit(a, t, positive_class, sc, one):
     return (sigmoid(a, one) - s) * sc, softplus64(a64) - float(s) * a64
 
 
-@cuda.jit(cache=True)
-def output_loss_delta_kernel(A, b, T, positive_class, scale, D, db, loss, ws):
+@cuda.jit(device=True, inline="always")
+def _body(A, b, T, positive_class, scale, D, db, loss, ws, R, copy):
+    """The kernel body; ``copy`` (a constant of each kernel): also R[r, c] <- bf16(D[r, c])."""
     n_rows, n_cols = A.shape  # (B, O)
     one = A.dtype.type(1)
     sc = A.dtype.type(scale)
@@ -82,6 +87,11 @@ def output_loss_delta_kernel(A, b, T, positive_class, scale, D, db, loss, ws):
                 D[r + rs, c] = d1
                 D[r + 2 * rs, c] = d2
                 D[r + 3 * rs, c] = d3
+                if copy:
+                    R[r, c] = bf16(d0)
+                    R[r + rs, c] = bf16(d1)
+                    R[r + 2 * rs, c] = bf16(d2)
+                    R[r + 3 * rs, c] = bf16(d3)
                 acc += d0
                 acc += d1
                 acc += d2
@@ -94,6 +104,8 @@ def output_loss_delta_kernel(A, b, T, positive_class, scale, D, db, loss, ws):
             while r < n_rows:
                 d, term = _unit(A[r, c] + bc, T[r, c], positive_class, sc, one)
                 D[r, c] = d
+                if copy:
+                    R[r, c] = bf16(d)
                 acc += d
                 loss_acc += term
                 r += rs
@@ -111,6 +123,16 @@ def output_loss_delta_kernel(A, b, T, positive_class, scale, D, db, loss, ws):
             loss[1] += S
 
 
+@cuda.jit(cache=True)
+def output_loss_delta_kernel(A, b, T, positive_class, scale, D, db, loss, ws):
+    _body(A, b, T, positive_class, scale, D, db, loss, ws, D, False)
+
+
+@cuda.jit(cache=True)
+def output_loss_delta_bf16_kernel(A, b, T, positive_class, scale, D, db, loss, ws, R):
+    _body(A, b, T, positive_class, scale, D, db, loss, ws, R, True)
+
+
 def prepare_output_loss_delta(
     A: Any,
     b: Any,
@@ -124,7 +146,20 @@ def prepare_output_loss_delta(
     """A launch of the output step (see ``output_loss_delta``) on these arrays and scalars, on CuPy's
     current stream of now, checked and planned once: calling it only enqueues the kernel.
     A, T, D (B, O); b, db (O,); loss (2,) float64."""
-    where = "output_loss_delta"
+    return _prepare(output_loss_delta_kernel, "output_loss_delta", A, b, T, positive_class, scale, D, db, loss, ())
+
+
+def prepare_output_loss_delta_round(A: Any, b: Any, T: Any, positive_class: int, scale: float, D: Any, db: Any,
+                                    loss: Any, R: Any, fmt: int) -> Callable[[], None]:
+    """``prepare_output_loss_delta`` whose kernel also writes R[:, :O] <- bf16(D), the copy the
+    GEMMs read (``bp_gpu.steps_numpy.output_loss_delta_round``).  R (B, ld >= O) uint16; fmt BF16."""
+    where = "output_loss_delta_round"
+    check_copy(R, A.shape, fmt, where)
+    return _prepare(output_loss_delta_bf16_kernel, where, A, b, T, positive_class, scale, D, db, loss, (R,))
+
+
+def _prepare(kernel_fn: Any, where: str, A: Any, b: Any, T: Any, positive_class: int, scale: float, D: Any, db: Any,
+             loss: Any, copy: tuple) -> Callable[[], None]:
     _launch.check_2d(A, None, "A", where)
     n_rows, n_cols = A.shape
     _launch.check_1d(b, n_cols, "b", where)
@@ -146,12 +181,13 @@ def prepare_output_loss_delta(
         _launch.arg(db, "db"),
         _launch.arg(loss, "loss"),
         _launch.arg(_launch.reduction_workspace(0), "ws"),  # typed for compiling; sized below
+        *(_launch.arg(R, "R") for R in copy),
     ]
-    kernel = _launch.compiled(output_loss_delta_kernel, args)
+    kernel = _launch.compiled(kernel_fn, args)
     grid, block = _launch.tile_2d(n_rows, n_cols, _launch.max_blocks(kernel))
     ws = _launch.reduction_workspace(grid[0] * grid[1] + grid[1] * n_cols)
-    args[-1] = _launch.arg(ws, "ws")
-    return _launch.prepared(output_loss_delta_kernel, kernel, grid, block, args, (A, b, T, D, db, loss, ws))
+    args[8] = _launch.arg(ws, "ws")
+    return _launch.prepared(kernel_fn, kernel, grid, block, args, (A, b, T, D, db, loss, ws, *copy))
 
 
 def output_loss_delta(
@@ -170,8 +206,19 @@ def output_loss_delta(
     prepare_output_loss_delta(A, b, T, positive_class, scale, D, db, loss)()
 
 
+def output_loss_delta_round(A: Any, b: Any, T: Any, positive_class: int, scale: float, D: Any, db: Any, loss: Any,
+                            R: Any, fmt: int) -> None:
+    """``output_loss_delta``, and R[:, :O] <- bf16(D), on CuPy's current stream."""
+    prepare_output_loss_delta_round(A, b, T, positive_class, scale, D, db, loss, R, fmt)()
+
+
 def signatures(dtype: Any) -> list[tuple[str, Any, tuple]]:
     """(kernel name, Python function, Numba signature) of every kernel here, for compile checks."""
     f = numba.from_dtype(dtype)
     f2, f1, d1, i8, d = f[:, ::1], f[::1], numba.float64[::1], numba.int64, numba.float64
-    return [("output_loss_delta_kernel", output_loss_delta_kernel.py_func, (f2, f1, f2, i8, d, f2, f1, d1, d1))]
+    sig = (f2, f1, f2, i8, d, f2, f1, d1, d1)
+    rows = [("output_loss_delta_kernel", output_loss_delta_kernel.py_func, sig)]
+    if dtype == np.float32:
+        rows.append(("output_loss_delta_bf16_kernel", output_loss_delta_bf16_kernel.py_func,
+                     (*sig, numba.uint16[:, ::1])))
+    return rows

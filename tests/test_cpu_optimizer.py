@@ -99,3 +99,32 @@ print(sorted(name for name, n in compiled.items() if n))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(sorted([f"update rule {H.ADAM}", "forward f32", "output f32 column"]))
+
+
+@pytest.mark.parametrize("fmt", [1, 2])  # bp_gpu.precision.BF16, TF32
+@pytest.mark.parametrize("lamb", [False, True])
+def test_round_variants_update_as_the_plain_steps_and_copy_the_weights(rng, fmt, lamb):
+    from bp_gpu.precision import round_to
+
+    # Layers (3, 5) and (2, 3) as the engine maps them: (start, rows, cols, dst, ld), copies with
+    # padded rows (ld 8 and 4) in a buffer filled with a marker.
+    wmap = np.array([[0, 3, 5, 0, 8], [15, 2, 3, 24, 4]], dtype=np.int64)
+    P, nw = 15 + 6 + 5, 21
+    segments = np.array([0, 15, 21, 24, 26], dtype=np.int64)
+    grads = rng.standard_normal(P).astype(np.float32)
+    plain = rng.standard_normal(P).astype(np.float32)
+    rounded = plain.copy()
+    R, Rs = np.full(32, -7.0, np.float32), np.full(32, -7.0, np.float32)
+    state = _state(rng, 2, P, np.float32)
+    if lamb:
+        C.lamb_update(plain, grads, state.copy(), _hyper(), nw, segments)
+        C.lamb_update_round(rounded, grads, state.copy(), _hyper(), nw, segments, R, wmap, fmt)
+    else:
+        C.optimizer_update(H.ADAM, plain, grads, state.copy(), _hyper(), nw)
+        C.optimizer_update_round(H.ADAM, rounded, grads, state.copy(), _hyper(), nw, R, wmap, fmt)
+    np.testing.assert_array_equal(rounded, plain)
+    S.round_weights(rounded, Rs, wmap, fmt)
+    np.testing.assert_array_equal(R, Rs)
+    np.testing.assert_array_equal(R[:24].reshape(3, 8)[:, :5], round_to(plain[:15].reshape(3, 5), fmt))
+    np.testing.assert_array_equal(R[24:].reshape(2, 4)[:, :3], round_to(plain[15:21].reshape(2, 3), fmt))
+    assert (R[:24].reshape(3, 8)[:, 5:] == -7.0).all() and (R[24:].reshape(2, 4)[:, 3:] == -7.0).all()

@@ -205,3 +205,79 @@ def test_take_rows_rejects_bad_indices_and_outputs():
         C.take_rows(a, np.array([0, 1]), np.empty((2, 2), np.float32))
     with pytest.raises(ValueError, match="out is float64"):
         C.take_rows(a, np.array([0, 1]), np.empty((2, 3), np.float64))
+
+
+# -- the steps that also write the rounded copy of their output (mixed precision) ----------------
+ROUND_SHAPES = [(1, 1), (7, 33), (257, 10)]
+FMTS = [1, 2]  # bp_gpu.precision.BF16, TF32
+
+
+def _padded(B, O, pad=3):
+    """A copy buffer (B, O + pad) filled with a marker, so a write past column O shows."""
+    return np.full((B, O + pad), -7.0, dtype=np.float32)
+
+
+def _copy_is_rounded(R, values, fmt):
+    from bp_gpu.precision import round_to
+
+    O = values.shape[1]
+    np.testing.assert_array_equal(R[:, :O], round_to(values, fmt))
+    assert (R[:, O:] == -7.0).all()  # the padding is left alone
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+@pytest.mark.parametrize("shape", ROUND_SHAPES)
+def test_round_steps_match_spec_and_copy_their_own_output(rng, shape, fmt):
+    B, O = shape
+    A = (rng.standard_normal(shape) * 6).astype(np.float32)
+    b = rng.standard_normal(O).astype(np.float32)
+    ours, spec, R, Rs = A.copy(), A.copy(), _padded(B, O), _padded(B, O)
+    C.bias_sigmoid_forward_round(ours, b, R, fmt)
+    S.bias_sigmoid_forward_round(spec, b, Rs, fmt)
+    _close(ours, spec, np.float32)
+    _copy_is_rounded(R, ours, fmt)
+
+    T = (rng.random(shape) < 0.5).astype(np.float32)
+    D, Ds = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    db, dbs = np.empty(O, np.float32), np.empty(O, np.float32)
+    loss, losss = np.array([0.0, RUNNING]), np.array([0.0, RUNNING])
+    R, Rs = _padded(B, O), _padded(B, O)
+    C.output_loss_delta_round(A, b, T, 1, 1 / B, D, db, loss, R, fmt)
+    S.output_loss_delta_round(A, b, T, 1, 1 / B, Ds, dbs, losss, Rs, fmt)
+    _close(D, Ds, np.float32)
+    _close(db, dbs, np.float32)
+    _copy_is_rounded(R, D, fmt)
+
+    G, Z = rng.standard_normal(shape).astype(np.float32), rng.random(shape).astype(np.float32)
+    ours, spec, R, Rs = G.copy(), G.copy(), _padded(B, O), _padded(B, O)
+    C.sigmoid_delta_backward_round(ours, Z, db, R, fmt)
+    S.sigmoid_delta_backward_round(spec, Z, dbs, Rs, fmt)
+    _close(ours, spec, np.float32)
+    _close(db, dbs, np.float32, scale=B)
+    _copy_is_rounded(R, ours, fmt)
+
+    Dcol, W = rng.standard_normal((B, 1)).astype(np.float32), rng.standard_normal((1, O)).astype(np.float32)
+    for copy in (True, False):
+        R, Rs = (_padded(B, O), _padded(B, O)) if copy else (None, None)
+        ours, spec = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        C.outer_sigmoid_delta_backward_round(Dcol, W, Z, ours, db, R, fmt)
+        S.outer_sigmoid_delta_backward_round(Dcol, W, Z, spec, dbs, Rs, fmt)
+        _close(ours, spec, np.float32)
+        _close(db, dbs, np.float32, scale=B)
+        if copy:
+            _copy_is_rounded(R, ours, fmt)
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_round_rows_and_take_rows_round_match_spec_exactly(rng, fmt):
+    X = (rng.standard_normal((41, 13)) * 100).astype(np.float32)
+    X[0, :3] = [np.nan, np.inf, -0.0]
+    idx = rng.integers(0, 41, size=17)
+    for fn, args in (("round_rows", (X,)), ("take_rows_round", (X, idx))):
+        R = _padded(len(args[-1]) if fn == "take_rows_round" else 41, 13)
+        Rs = R.copy()
+        getattr(C, fn)(*args, R, fmt)
+        getattr(S, fn)(*args, Rs, fmt)
+        np.testing.assert_array_equal(R, Rs)
+    with pytest.raises(IndexError, match="take_rows_round: a row index is outside the array"):
+        C.take_rows_round(X, np.array([0, 41]), _padded(2, 13), fmt)

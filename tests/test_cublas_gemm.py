@@ -82,3 +82,129 @@ def test_prepared_gemm_calls_cublas_with_these_arguments(dtype):
                 assert got[7:13] == [b.data.ptr, t, lda, a.data.ptr, t, ldb]
                 assert got[14:] == [c.data.ptr, t, ldc, compute, GEMM_DEFAULT_TENSOR_OP]
                 assert list(scalars) == [1.0, 0.0]  # alpha, beta read through their pointers
+
+
+# -- mixed precision: types, compute types and the tensor-core alignment --------------------------------
+def _padded(rng, rows, cols, pad, dtype=np.float64):
+    """A (rows, cols) view of a (rows, cols + pad) array: rows padded, as the engine's rounded copies."""
+    return rng.standard_normal((rows, cols + pad)).astype(dtype)[:, :cols]
+
+
+@pytest.mark.parametrize("B,K,O", [(1, 1, 1), (7, 33, 5), (13, 9, 10), (1, 5, 1), (3, 1, 4), (6, 1, 1)])
+def test_the_engine_gemms_on_padded_copies(rng, B, K, O):
+    # The engine's bfloat16 copies: X, Z and delta copies with padded rows; W's copy too.
+    X, W, D = _padded(rng, B, K, 3), _padded(rng, O, K, 5), _padded(rng, B, O, 2)
+    np.testing.assert_allclose(_emulate(X, W.T), X @ W.T, rtol=1e-12)
+    np.testing.assert_allclose(_emulate(D.T, X), D.T @ X, rtol=1e-12)
+    np.testing.assert_allclose(_emulate(D, W), D @ W, rtol=1e-12)
+
+
+def test_gemm_types_per_precision():
+    from bp_gpu.cublas_gemm import COMPUTE_32F, COMPUTE_32F_FAST_TF32, CUDA_R_16BF, CUDA_R_32F, gemm_types
+
+    assert (CUDA_R_16BF, CUDA_R_32F, COMPUTE_32F, COMPUTE_32F_FAST_TF32) == (14, 0, 68, 77)
+    assert gemm_types(np.uint16, np.float32, "bf16") == (CUDA_R_16BF, CUDA_R_32F, COMPUTE_32F)
+    assert gemm_types(np.float32, np.float32, "tf32") == (CUDA_R_32F, CUDA_R_32F, COMPUTE_32F_FAST_TF32)
+    for bad in [(np.uint16, np.float64, "bf16"), (np.float64, np.float64, "tf32"), (np.float32, np.float32, "bf16"),
+                (np.float32, np.float64, "highest")]:
+        with pytest.raises(ValueError):
+            gemm_types(*bad)
+
+
+def test_tensor_core_misses_reads_the_nine_conditions():
+    from bp_gpu.cublas_gemm import OP_T, tensor_core_misses
+
+    aligned = (0x1000, 0x2000, 0x3000)
+    assert tensor_core_misses(OP_N, OP_N, 64, 32, 16, 64, 16, 64, aligned, 2, 4) == []
+    got = tensor_core_misses(OP_T, OP_N, 5, 32, 12, 12, 16, 5, (0x1002, None, 0x3000), 2, 4)
+    assert got == ["(op_A == N ? m : k) * size(A) % 16", "(op_B == N ? k : n) * size(B) % 16", "m * size(C) % 16",
+                   "lda * size(A) % 16", "ldc * size(C) % 16", "A pointer % 16"]
+
+
+def _stub_or_skip():
+    import shutil
+
+    from bp_gpu.backends import cuda_status
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler to build the cuBLAS stand-in")
+    if cuda_status()[0]:
+        pytest.skip("a CUDA device is usable: the gpu tests compare PreparedGemm with cupy.matmul instead")
+    from bp_gpu.bench.host_path import FakeDeviceArray, stub_cublas
+
+    return FakeDeviceArray, stub_cublas
+
+
+@pytest.mark.parametrize("precision", ["highest", "tf32", "bf16"])
+def test_prepared_gemm_passes_each_precisions_types_and_compute_type(precision):
+    import ctypes
+
+    from bp_gpu.cublas_gemm import COMPUTE_32F, COMPUTE_32F_FAST_TF32, CUDA_R_16BF, CUDA_R_32F, PreparedGemm
+
+    FakeDeviceArray, stub_cublas = _stub_or_skip()
+    operand = np.uint16 if precision == "bf16" else np.float32
+    want = {"highest": (CUDA_R_32F, CUDA_R_32F, COMPUTE_32F), "tf32": (CUDA_R_32F, CUDA_R_32F, COMPUTE_32F_FAST_TF32),
+            "bf16": (CUDA_R_16BF, CUDA_R_32F, COMPUTE_32F)}[precision]
+    with stub_cublas() as lib:
+        rec = (ctypes.c_longlong * 19).in_dll(lib, "rec")
+        # A forward GEMM as the engine binds it: Z copy (B=32, K=40 padded to 48) @ W copy^T (O=24).
+        z = FakeDeviceArray(np.empty((32, 48), operand)[:, :40], 0x10000)
+        W = FakeDeviceArray(np.empty((24, 48), operand)[:, :40], 0x20000)
+        out = FakeDeviceArray(np.empty((32, 24), np.float32), 0x30000)
+        gemm = PreparedGemm(z, W.T, out, *(("tf32",) if precision == "tf32" else ()))
+        gemm()
+        got = list(rec)
+        assert (got[8], got[11], got[15], got[17]) == (want[0], want[0], want[1], want[2])
+        assert got[9] == got[12] == 48  # lda, ldb: the padded row stride
+        assert gemm.tensor_core_misses == []
+        with pytest.raises(ValueError, match="into float(32|64)"):  # bf16 into float32 only; no float32 into 64
+            PreparedGemm(z, W.T, FakeDeviceArray(np.empty((32, 24), np.float64), 0x40000))
+
+
+def test_the_bf16_engine_binds_aligned_tensor_core_gemms():
+    # Every GEMM a bf16 plan binds, on stand-ins at the pointers the engine's buffers would have
+    # (16-byte-aligned allocations; the views' offsets inside them are the engine's): types 14/0/68,
+    # and lda, ldb and the A, B pointers meet the tensor-core alignment for any layer widths (the
+    # problem sizes are the network's; W2-like widths meet those too).
+    from bp_gpu.cpu_backend import CpuSteps
+    from bp_gpu.cublas_gemm import CUDA_R_16BF, PreparedGemm
+    from bp_gpu.engine import Engine
+
+    FakeDeviceArray, stub_cublas = _stub_or_skip()
+    bases: dict[int, int] = {}
+
+    def fake(a):
+        if not isinstance(a, np.ndarray):
+            return a  # the batch slot
+        root = a
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        base = bases.setdefault(id(root), 0x7E0000000000 + 0x1000000 * len(bases))
+        return FakeDeviceArray(a, base + a.__array_interface__["data"][0] - root.__array_interface__["data"][0])
+
+    gemms = []
+
+    class Recording(CpuSteps):
+        def operand_copies(self, precision):
+            return (np.dtype(np.uint16), 8)  # what the CUDA backend keeps for bf16
+
+        def bind(self, name, *args):
+            if name == "matmul":
+                gemms.append(PreparedGemm(*(fake(a) for a in args)))
+            return lambda X, T: None
+
+    with stub_cublas():
+        for sizes in [(28, 64, 64, 1), (13, 9, 3, 2), (256, 1024, 1024, 1)]:
+            gemms.clear()
+            e = Engine(np, Recording(), sizes, np.float32, "cpu", "bf16")
+            e.ensure_capacity(64)
+            e._grad_ops(64, 1 / 64, 1)
+            # 3 per layer, less the delta GEMM of the first layer and the one below a single unit
+            assert len(gemms) == 3 * (len(sizes) - 1) - 1 - (sizes[-1] == 1)
+            for g in gemms:
+                assert (g._args[8].value, g._args[11].value, g._args[15].value, g._args[17].value) == (
+                    CUDA_R_16BF, CUDA_R_16BF, 0, 68)
+                operands = [m for m in g.tensor_core_misses if m.startswith(("lda", "ldb", "A pointer", "B pointer"))]
+                assert not operands, (sizes, g.tensor_core_misses)
+            if sizes[0] == 256:  # W2: every condition met but the last layer's (1 output unit)
+                assert sum(bool(g.tensor_core_misses) for g in gemms) <= 3

@@ -32,6 +32,20 @@ KERNELS = {
     "lamb_moments_kernel",
     "lamb_apply_kernel",
 }
+# float32 only: the variants of mixed precision (bfloat16 copies, TF32 rounding) and the copies of
+# the batch and the weights (bp_gpu.precision).
+FLOAT32_ONLY = {
+    "bias_sigmoid_forward_bf16_kernel",
+    "output_loss_delta_bf16_kernel",
+    "sigmoid_delta_backward_bf16_kernel",
+    "outer_sigmoid_delta_backward_bf16_kernel",
+    "outer_sigmoid_delta_backward_tf32_kernel",
+    "optimizer_update_bf16_kernel",
+    "lamb_apply_bf16_kernel",
+    "round_rows_bf16_kernel",
+    "take_rows_bf16_kernel",
+    "round_weights_bf16_kernel",
+}
 # Element-wise kernels and the loads each thread must issue before its first store: 4 rows of
 # each array it reads per row (A; A and T; G and Z; D and Z), 4 elements of each array an optimizer
 # reads (params and grads for every rule; LAMB: grads, m, v, params, then params, m, v). The
@@ -50,7 +64,8 @@ LOAD_BATCHES = {
 @pytest.mark.parametrize("cc", TARGETS)
 def test_every_kernel_compiles_without_spills(cc):
     rows = report(cc)
-    assert {(r.kernel, r.dtype) for r in rows} == {(k, d) for k in KERNELS for d in DTYPES}
+    want = {(k, d) for k in KERNELS for d in DTYPES} | {(k, "float32") for k in FLOAT32_ONLY}
+    assert {(r.kernel, r.dtype) for r in rows} == want
     for r in rows:
         where = f"{r.kernel} ({r.dtype}, sm_{cc[0]}{cc[1]})"
         assert r.spills == 0, f"{where} spills {r.spills} bytes"
@@ -70,6 +85,15 @@ def test_element_wise_kernels_keep_several_loads_in_flight(kernel, dtype, cc):
     # only one row's loads in flight.
     n = loads_before_first_store(ptx_of(kernel, dtype, cc))
     assert n >= LOAD_BATCHES[kernel], f"{kernel} ({dtype}, sm_{cc[0]}{cc[1]}): {n} loads before the first store"
+
+
+@pytest.mark.parametrize("kernel", sorted(k for k in FLOAT32_ONLY if k.replace("_bf16", "").replace("_tf32", "")
+                                          in LOAD_BATCHES))
+def test_mixed_precision_variants_keep_their_loads_in_flight(kernel):
+    # The copies are stored after the float32 outputs, so the loads batch as in the plain kernel.
+    plain = kernel.replace("_bf16", "").replace("_tf32", "")
+    n = loads_before_first_store(ptx_of(kernel, "float32", (9, 0)))
+    assert n >= LOAD_BATCHES[plain], f"{kernel}: {n} loads before the first store"
 
 
 def test_loads_before_first_store_reads_basic_blocks():
@@ -111,7 +135,7 @@ def test_cli_kernels_prints_the_table(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["kernel", "dtype", "target"]
     body = [ln.split() for ln in out[2:]]
-    assert {row[0] for row in body} == KERNELS
+    assert {row[0] for row in body} == KERNELS | FLOAT32_ONLY
     assert all(row[1] == "float32" and row[2] == "sm_80" for row in body)
     assert all(1 <= int(row[4]) <= 8 for row in body)  # blocks of 256 threads per SM
 

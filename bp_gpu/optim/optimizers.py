@@ -138,9 +138,12 @@ class Optimizer:
             op()
 
     # -- state -----------------------------------------------------------------------------------------
-    def device_buffers(self) -> tuple[Any, Any]:
-        """(state, hyper): everything a step changes besides the parameters (for snapshots)."""
-        return self.state, self.hyper
+    def device_buffers(self) -> tuple[Any, ...]:
+        """(state, hyper), and the network's rounded copy of its weights where it keeps one
+        (``bp_gpu.precision``: the step rewrites it with the weights): everything a step changes
+        besides the parameters (for snapshots)."""
+        copy = self._engine.weight_copy
+        return (self.state, self.hyper) if copy is None else (self.state, self.hyper, copy)
 
     def host_config(self) -> dict[str, Any]:
         """The host's copy of the hyperparameters (what a snapshot restores alongside ``hyper``)."""

@@ -53,3 +53,23 @@ def test_prepared_launch_reads_the_arrays_at_each_call(rng):
 def test_rejects_mismatched_bias():
     with pytest.raises(ValueError, match=r"bias_sigmoid_forward: b must have shape \(3,\)"):
         bias_sigmoid_forward(np.zeros((2, 3)), np.zeros(4))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("shape", [(1, 1), (33, 3), (257, 10)])
+def test_bf16_variant_writes_the_plain_output_and_its_bfloat16_bits(shape, rng):
+    from bp_gpu.kernels.bias_sigmoid_forward import bias_sigmoid_forward_round
+
+    from bp_gpu.precision import BF16, bf16_bits
+
+    A = (rng.standard_normal(shape) * 4).astype(np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+    plain, got = A.copy(), A.copy()
+    R = np.full((shape[0], shape[1] + 5), 0xDEAD, dtype=np.uint16)  # a padded row, marked
+    bias_sigmoid_forward(plain, b)
+    bias_sigmoid_forward_round(got, b, R, BF16)
+    np.testing.assert_array_equal(got, plain)  # the same float32 arithmetic
+    np.testing.assert_array_equal(R[:, : shape[1]], bf16_bits(got))
+    assert (R[:, shape[1] :] == 0xDEAD).all()
+    with pytest.raises(ValueError, match="bfloat16 copies only"):
+        bias_sigmoid_forward_round(got, b, R, 2)

@@ -137,3 +137,41 @@ def test_rejects_bad_arguments():
         optimizer_update(H.SGD, p, p.copy(), np.zeros((1, 1)), _hyper(), 5)
     with pytest.raises(ValueError, match="segments must rise from 0 to 4"):
         lamb_update(p, p.copy(), np.zeros((2, 4)), _hyper(), 2, np.array([0, 3]))
+
+
+# Three layers as an engine maps them, (start, rows, cols, dst, ld): W (17, 31), (9, 17), (1, 9) with
+# rows padded to 8 elements; 689 weights, then 27 biases; 716 > 4 x 4 x 32: the batched loop runs.
+WMAP = np.array([[0, 17, 31, 0, 32], [527, 9, 17, 544, 24], [680, 1, 9, 760, 16]], dtype=np.int64)
+N_WEIGHTS, N_PARAMS, COPY = 689, 716, 776
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lamb", [False, True])
+def test_bf16_variants_update_as_the_plain_kernels_and_copy_the_weights_in_the_same_pass(lamb, rng):
+    from bp_gpu.kernels.lamb_update import lamb_update_round
+    from bp_gpu.kernels.optimizer_update import optimizer_update_round
+
+    from bp_gpu.precision import BF16, bf16_bits
+
+    p = rng.standard_normal(N_PARAMS).astype(np.float32)
+    g = rng.standard_normal(N_PARAMS).astype(np.float32)
+    segments = np.array([0, 527, 680, N_WEIGHTS, 706, 715, N_PARAMS], dtype=np.int64)
+    runs = []
+    for copy in (False, True):
+        x, s, h, R = p.copy(), np.zeros((2, N_PARAMS), np.float32), _hyper(), np.full(COPY, 0xDEAD, np.uint16)
+        if lamb:
+            lamb_update_round(x, g, s, h, N_WEIGHTS, segments, R, WMAP, BF16) if copy else \
+                lamb_update(x, g, s, h, N_WEIGHTS, segments)
+        else:
+            optimizer_update_round(H.ADAM, x, g, s, h, N_WEIGHTS, R, WMAP, BF16) if copy else \
+                optimizer_update(H.ADAM, x, g, s, h, N_WEIGHTS)
+        runs.append((x, s, h, R))
+    (x0, s0, h0, _), (x1, s1, h1, R) = runs
+    np.testing.assert_array_equal(x1, x0)
+    np.testing.assert_array_equal(s1, s0)
+    np.testing.assert_array_equal(h1, h0)
+    want = np.full(COPY, 0xDEAD, np.uint16)
+    for start, rows, cols, dst, ld in WMAP:
+        want[dst : dst + rows * ld].reshape(rows, ld)[:, :cols] = bf16_bits(x1[start : start + rows * cols]).reshape(
+            rows, cols)
+    np.testing.assert_array_equal(R, want)  # every weight's bits, the padding and the biases untouched

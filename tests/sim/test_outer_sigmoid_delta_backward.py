@@ -85,3 +85,28 @@ def test_rejects_mismatched_shapes():
         outer_sigmoid_delta_backward(np.zeros((4, 1)), np.zeros((3, 1)), Z, np.zeros((4, 3)), np.zeros(3))
     with pytest.raises(ValueError, match=r"G must have shape \(4, 3\)"):
         outer_sigmoid_delta_backward(np.zeros((4, 1)), np.zeros((1, 3)), Z, np.zeros((3, 4)), np.zeros(3))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("fmt", [1, 2])  # bp_gpu.precision.BF16 (with the copy), TF32 (without)
+@pytest.mark.parametrize("shape", [(1, 1), (33, 3), (257, 10)])
+def test_rounded_variants_multiply_the_rounded_factors(shape, fmt, rng):
+    from bp_gpu.kernels.outer_sigmoid_delta_backward import outer_sigmoid_delta_backward_round
+
+    from bp_gpu.precision import BF16, bf16_bits, round_to
+
+    D, W, Z = _inputs(rng, shape, np.float32)
+    # The factors already rounded: the plain kernel then computes exactly what the variant must.
+    want, db = _run(outer_sigmoid_delta_backward, round_to(D, fmt), round_to(W, fmt), Z)
+    R = np.full((shape[0], shape[1] + 2), 0xDEAD, dtype=np.uint16) if fmt == BF16 else None
+    got, db2 = _run(lambda *a: outer_sigmoid_delta_backward_round(*a, R, fmt), D, W, Z)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(db2, db)
+    spec, _ = _run(lambda *a: ref.outer_sigmoid_delta_backward_round(*a, None, fmt), D, W, Z)
+    np.testing.assert_allclose(got, spec, **TOL[np.float32])
+    if R is not None:
+        np.testing.assert_array_equal(R[:, : shape[1]], bf16_bits(got))
+        assert (R[:, shape[1] :] == 0xDEAD).all()
+    else:
+        with pytest.raises(ValueError, match="needs the copy R"):
+            outer_sigmoid_delta_backward_round(D, W, Z, got, db2, None, BF16)

@@ -111,3 +111,21 @@ def test_rejects_bad_arguments():
         call(loss=np.zeros(2, dtype=np.float32))
     with pytest.raises(ValueError, match="positive_class must be 0 or 1"):
         call(pc=2)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("shape", [(1, 1), (33, 3), (257, 10)])
+def test_bf16_variant_writes_the_plain_outputs_and_the_bfloat16_bits_of_D(shape, rng):
+    from bp_gpu.kernels.output_loss_delta import output_loss_delta_round
+
+    from bp_gpu.precision import BF16, bf16_bits
+
+    A, b, T = _inputs(rng, shape, np.float32)
+    D, db, loss = _run(output_loss_delta, A, b, T, 1, 1 / shape[0])
+    R = np.full((shape[0], shape[1] + 3), 0xDEAD, dtype=np.uint16)
+    D2, db2, loss2 = _run(lambda *a: output_loss_delta_round(*a, R, BF16), A, b, T, 1, 1 / shape[0])
+    np.testing.assert_array_equal(D2, D)
+    np.testing.assert_array_equal(db2, db)
+    np.testing.assert_array_equal(loss2, loss)
+    np.testing.assert_array_equal(R[:, : shape[1]], bf16_bits(D))
+    assert (R[:, shape[1] :] == 0xDEAD).all()

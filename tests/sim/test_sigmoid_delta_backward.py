@@ -73,3 +73,20 @@ def test_rejects_mismatched_shapes():
         sigmoid_delta_backward(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="db must be contiguous"):
         sigmoid_delta_backward(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros(6)[::2])
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("shape", [(1, 1), (33, 3), (257, 10)])
+def test_bf16_variant_writes_the_plain_outputs_and_the_bfloat16_bits_of_the_delta(shape, rng):
+    from bp_gpu.kernels.sigmoid_delta_backward import sigmoid_delta_backward_round
+
+    from bp_gpu.precision import BF16, bf16_bits
+
+    G, Z = _inputs(rng, shape, np.float32)
+    want, db = _run(sigmoid_delta_backward, G, Z)
+    R = np.full((shape[0], shape[1] + 7), 0xDEAD, dtype=np.uint16)
+    got, db2 = _run(lambda g, z, d: sigmoid_delta_backward_round(g, z, d, R, BF16), G, Z)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(db2, db)
+    np.testing.assert_array_equal(R[:, : shape[1]], bf16_bits(want))
+    assert (R[:, shape[1] :] == 0xDEAD).all()
