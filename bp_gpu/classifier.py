@@ -120,6 +120,14 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         (0, the notes' convention). Predictions and probabilities are the same either way, up to
         rounding; it changes the saved network.
     dtype : {"float32", "float64"}, default "float32"
+    precision : {"highest", "tf32", "bf16"}, default "highest"
+        How the GEMMs treat their operands (``bp_gpu.MLP``'s ``precision``; docs/math.md, "Mixed
+        precision"): ``"highest"`` computes in ``dtype``; ``"tf32"`` rounds the operands to TF32 and
+        ``"bf16"`` stores and multiplies them in bfloat16, both accumulating in float32, for the GPU's
+        tensor cores. The weights, optimizer state, sigmoid derivative and everything between the
+        GEMMs stay float32 (``dtype="float32"`` is required); the saved model, ``get_weights`` and the
+        ONNX export hold the float32 master weights. On the CPU it is an exact reference of what the
+        GPU rounds, not a speed mode.
     backend : {"auto", "cpu", "cuda"}, default "auto"
     random_state : None, int >= 0, numpy.random.Generator or numpy.random.RandomState, default None
         The source of the initial weights, the shuffle order and the early-stopping split: three
@@ -198,6 +206,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         weight_decay: float = 0.0,
         positive_class: int = 1,
         dtype: str = "float32",
+        precision: str = "highest",
         backend: str = "auto",
         random_state: int | np.random.Generator | np.random.RandomState | None = None,
         seed: int | None = None,
@@ -221,6 +230,7 @@ class MLPClassifier(*_BASES):  # type: ignore[misc]
         self.weight_decay = weight_decay
         self.positive_class = positive_class
         self.dtype = dtype
+        self.precision = precision
         self.backend = backend
         self.random_state = random_state
         self.seed = seed

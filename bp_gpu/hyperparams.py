@@ -11,6 +11,7 @@ import numpy as np
 
 from .mlp import DTYPES
 from .optim import LAMB, SGD, Adam, AdamW, Optimizer, Schedule, warmup_cosine, warmup_linear
+from .precision import check_precision
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lamb")
 LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
@@ -66,6 +67,7 @@ def checked(params: dict[str, Any]) -> dict[str, Any]:
         dtype = None
     if dtype is None or dtype.name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {params['dtype']!r}")
+    precision = check_precision(params["precision"], dtype)
     _choice("backend", params["backend"], ("auto", "cpu", "cuda"))
     rs, seed = params["random_state"], params["seed"]
     if seed is not None:
@@ -95,6 +97,7 @@ def checked(params: dict[str, Any]) -> dict[str, Any]:
         "n_iter_no_change": check_int("n_iter_no_change", params["n_iter_no_change"], 1),
         "tol": check_real("tol", params["tol"], 0.0),
         "dtype": dtype,
+        "precision": precision,
         "positive_class": int(pc),
         "backend": params["backend"],
         **{name: bool(params[name]) for name in FLAGS},

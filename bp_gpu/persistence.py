@@ -282,7 +282,8 @@ def from_arrays(arrays: dict[str, np.ndarray], path: str, defaults: dict[str, An
         checked(hyper)
         if len(sizes) < 2:
             raise ValueError(f"layer_sizes {sizes} needs at least 2 entries")
-        net = MLP(sizes, positive_class=positive_class, dtype=dtype, backend=hyper["backend"], seed=0)
+        net = MLP(sizes, positive_class=positive_class, dtype=dtype, backend=hyper["backend"], seed=0,
+                  precision=hyper["precision"])
         weights = [(need(f"W_{l}"), need(f"b_{l}")) for l in range(1, len(sizes))]
         for (W, b), name in zip(weights, range(1, len(sizes))):
             if W.dtype != dtype or b.dtype != dtype:

@@ -38,7 +38,7 @@ def fresh(p: dict[str, Any], seed: np.random.SeedSequence, n_features: int, n_ou
     streams of ``seed``, so each is the same whatever the others draw."""
     init_seq, shuffle_seq, split_seq = seed.spawn(3)
     net = MLP([n_features, *p["hidden"], n_outputs], positive_class=p["positive_class"], dtype=p["dtype"],
-              backend=p["backend"], seed=np.random.default_rng(init_seq))
+              backend=p["backend"], seed=np.random.default_rng(init_seq), precision=p["precision"])
     return net, TrainState(rng=np.random.default_rng(shuffle_seq)), np.random.default_rng(split_seq)
 
 
@@ -90,6 +90,7 @@ def check_same_setup(p: dict[str, Any], previous: TrainedModel) -> None:
         "hidden_layer_sizes": (p["hidden"], tuple(net.layer_sizes[1:-1])),
         "optimizer": (p["optimizer"], previous.optimizer_name),
         "dtype": (p["dtype"].name, net.dtype.name),
+        "precision": (p["precision"], net.precision),
         "positive_class": (p["positive_class"], net.positive_class),
         "standardize": (p["standardize"], previous.scaler is not None),
     }

@@ -124,10 +124,12 @@ def device(monkeypatch):
 class _Engine:
     """The engine's side of a capture: its step's calls, bound on the current stream."""
 
+    rounds_batch = False  # precision="highest": the plan reads the batch itself
+
     def __init__(self):
         self.params, self.loss_buf = np.zeros(5), np.zeros(2)
 
-    def _grad_ops(self, B, scale, positive_class):
+    def _grad_ops(self, B, scale, positive_class, staged=False):
         cublas_gemm.handle_for_current_stream()  # what PreparedGemm does when it is bound
         _launch.reduction_workspace(4)  # what a reducing kernel's launch does when it is prepared
         return [lambda X, T: None]

@@ -22,10 +22,10 @@ CHANGEABLE = ("learning_rate", "lr_schedule", "warmup_epochs", "final_learning_r
 
 def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
     """Check the options given with ``--resume`` against the loaded model ``clf``: those its saved
-    state decides (architecture, optimizer, dtype, seed, standardisation) must agree with it, early stopping cannot
-    apply (``partial_fit`` never stops early); the ones that may change between ``partial_fit``
-    calls are set on ``clf``, and its ``epochs`` to ``--epochs``, the total to train to. Returns the
-    changed options as ``--option value`` strings; raises UsageError."""
+    state decides (architecture, optimizer, dtype, precision, seed, standardisation) must agree with
+    it, early stopping cannot apply (``partial_fit`` never stops early); the ones that may change
+    between ``partial_fit`` calls are set on ``clf``, and its ``epochs`` to ``--epochs``, the total
+    to train to. Returns the changed options as ``--option value`` strings; raises UsageError."""
     for dest in ("early_stopping", "validation_fraction"):
         if dest in args.given:
             raise UsageError(
@@ -33,7 +33,8 @@ def resume_options(args: argparse.Namespace, clf: object) -> list[str]:
                 "rows and never stops early"
             )
     saved = {"hidden": tuple(clf.net_.layer_sizes[1:-1]), "optimizer": clf.optimizer,
-             "dtype": clf.net_.dtype.name, "seed": clf.random_state, "standardize": clf.feature_mean_ is not None}
+             "dtype": clf.net_.dtype.name, "precision": clf.net_.precision, "seed": clf.random_state,
+             "standardize": clf.feature_mean_ is not None}
     bad = [f"--{dest} {_shown(dest, getattr(args, dest))} (the model has {_shown(dest, have)})"
            for dest, have in saved.items() if dest in args.given and getattr(args, dest) != have]
     if bad:
@@ -58,5 +59,12 @@ def estimator_params(args: argparse.Namespace) -> dict[str, Any]:
         hidden_layer_sizes=args.hidden, optimizer=args.optimizer, learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs, final_learning_rate=args.final_learning_rate,
         momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs, weight_decay=args.weight_decay,
-        dtype=args.dtype, backend=args.backend, random_state=args.seed,
+        dtype=args.dtype, precision=args.precision, backend=args.backend, random_state=args.seed,
     )
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """The model options that are wrong together, found with the others (a usage error)."""
+    if args.precision != "highest" and args.dtype != "float32" and not getattr(args, "resume", None):
+        raise UsageError(f"--precision {args.precision} needs --dtype float32 (float32 master weights, "
+                         f"{args.precision} GEMM operands); got --dtype {args.dtype}")

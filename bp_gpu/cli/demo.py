@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from . import CLIError
-from ._options import estimator_params
+from ._options import check_model_options, estimator_params
 from .train import add_model_options, number
 
 DATASETS = ("breast_cancer", "digits")
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model_options(args)
     try:
         from sklearn import datasets
         from sklearn.linear_model import LogisticRegression
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     batch = f"{len(Xtr)} (all {len(Xtr)} training rows)" if args.batch_size >= len(Xtr) else args.batch_size
     print(
         f"network {list(clf.net_.layer_sizes)} (sigmoid units), {args.optimizer} lr={args.learning_rate:g}, "
-        f"batch {batch}, {args.dtype}"
+        f"batch {batch}, {args.dtype}{'' if args.precision == 'highest' else f', {args.precision} GEMMs'}"
     )
     print(f"backend: {clf.net_.backend} ({where})")
     print(

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..hyperparams import LR_SCHEDULES, OPTIMIZERS
+from ..precision import PRECISIONS
 from . import CLIError
 from ._dataset import add_data_options
 
@@ -155,6 +156,11 @@ def add_model_options(
         "--dtype", action=Given, choices=["float32", "float64"], default="float32", help="(default float32)"
     )
     p.add_argument(
+        "--precision", action=Given, choices=PRECISIONS, default="highest",
+        help="the GEMMs' operands: highest (in --dtype), tf32 or bf16 (tensor cores, float32 accumulation; "
+             "needs --dtype float32); on the CPU an exact reference, not a speed mode (default highest)",
+    )
+    p.add_argument(
         "--backend",
         action=Given,
         choices=["auto", "cpu", "cuda"],
@@ -275,7 +281,9 @@ def run(args: argparse.Namespace) -> int:
     (``--distributed``: ``bp_gpu/cli/_distributed.py`` gives the process group; a single process is
     a group of one)."""
     from ._distributed import process_group, warn_if_undistributed
+    from ._options import check_model_options
 
+    check_model_options(args)
     check_paths(args)  # a bad --out is found now, not after the training
     warn_if_undistributed(args)
     group = process_group(args)
