@@ -4,7 +4,9 @@ Run it as ``bash bench/device_check.sh [--budget SECONDS] [--parts NAME,...]`` (
 offline, then runs this; ``python3 bench/device_check.py`` when bp_gpu is already installed). A lent
 machine gives us 15 minutes, its start included, and 10 per command; the default budget, 420 s,
 holds the parts' timeouts (``PARTS``: 395 s) and ``RESERVE_S`` (20 s) for the table, and leaves the
-lease room for a second, shorter run (``--parts``).
+lease room for a second, shorter run: ``--parts second`` (``SECOND_PARTS``, budget 300 s: mixed
+precision, and bp_gpu inside PyTorch), whose parts also run at the end of the default run when its
+budget has time left.
 
 The parts, in the order of what we most need to learn, each with its own timeout:
 
@@ -84,6 +86,10 @@ PARITY_PROBLEMS = [([30, 200, 1], 5000, "float64"), ([64, 257, 129, 3], 20001, "
 COPY_MIB = 512  # the copy-bandwidth buffers
 LR = 0.1
 DEFAULT_BUDGET_S = 420.0
+# The second command of a lease (SECOND_PARTS): a lease is 15 minutes, its start included (1-2 min),
+# so the default run, this one and a start fit with a minute to spare.
+SECOND_BUDGET_S = 300.0
+LEASE_S, START_S = 900.0, 120.0
 RESERVE_S = 20.0  # kept for the table and the JSON after the last part
 HARD_KILL_GRACE_S = 15.0
 RESULTS: dict[str, Any] = {"parts": {}}
@@ -860,6 +866,31 @@ def data_parallel() -> dict:
     return out
 
 
+# -- 12. mixed precision (issue 17; bench/precision_check.py) ---------------------------------------
+PRECISION_WORKLOADS: tuple[Any, ...] = ("W2", "W3")  # names in bench/workloads.py, or Workload objects
+PRECISION_CHECK = {"check_sizes": (37, 64, 24, 1), "check_rows": 300}  # the gradient check's network
+
+
+def mixed_precision() -> None:
+    """bf16 and tf32 on the device against the CPU's emulation of the rounding contract, how cuBLAS
+    rounds TF32, each W3 GEMM's TFLOP/s per precision, and W2/W3 epochs beside PyTorch in the same
+    precision (``bp_gpu.bench.precision_check.device_part``, given the part's time but 10 s)."""
+    from bp_gpu.bench.precision_check import device_part
+
+    r = RESULTS["mixed_precision"] = device_part(max(1.0, time_left() - 10.0), workloads=PRECISION_WORKLOADS,
+                                                 **PRECISION_CHECK)
+    errors = r.get("correct", {})
+    log(f"  gradient vs the CPU emulation: {', '.join(f'{p} {e:.1e}' for p, e in errors.items()) or 'not run'}; "
+        f"cuBLAS TF32 rounds: {', '.join(r.get('tf32_rounding', {}).get('matches', ['not run']))}")
+    for name, ok in r.get("targets", {}).items():
+        log(f"  target {name}: {'not measured' if ok is None else ('met' if ok else 'MISSED')}")
+    if r.get("skipped"):
+        log(f"  out of time for: {', '.join(r['skipped'])}")
+    bad = {p: e for p, e in errors.items() if not e <= 1e-5}
+    if not errors or bad:
+        raise AssertionError(f"mixed-precision gradients on the device differ from the CPU emulation: {bad or 'none run'}")
+
+
 # In the order of what we most need to learn. "launch path" is the first to compile: it compiles
 # every kernel (18 kernel x dtype pairs took 56-63 s per cc on the 2 shared cores of our CPU-only
 # machine, for PTX and SASS; a lent machine's idle cores should take a fraction of that), which
@@ -876,6 +907,11 @@ PARTS = [
     Part("kernel bandwidth", 40, kernel_bandwidth),
     Part("training epochs", 40, training_epochs),
     Part("data-parallel NCCL", 25, data_parallel),
+]
+# The second command of a lease (``--parts second``), after the default run's seven minutes: what
+# the newer features need measured. Its parts run in the default run too when time is left.
+SECOND_PARTS = [
+    Part("mixed precision", 200, mixed_precision),
 ]
 
 
@@ -1041,21 +1077,28 @@ def print_table() -> None:
 
 # -- the command ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    names = [p.name for p in PARTS]
+    every = PARTS + SECOND_PARTS
+    names = [p.name for p in every]
     ap = argparse.ArgumentParser(description="bp_gpu's check of the CUDA backend on a lent GPU")
-    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
-                    help=f"seconds for every part together (default {DEFAULT_BUDGET_S:.0f}); a part whose timeout "
-                         "no longer fits is skipped")
+    ap.add_argument("--budget", type=float, default=None,
+                    help=f"seconds for every part together (default {DEFAULT_BUDGET_S:.0f}, {SECOND_BUDGET_S:.0f} with "
+                         "--parts second); a part whose timeout no longer fits is skipped")
     ap.add_argument("--parts", default=",".join(names),
-                    help="comma-separated parts to run, in their order (default: all): " + ", ".join(names))
+                    help="comma-separated parts to run, in their order (default: all; 'second': the second "
+                         "command of a lease, " + ", ".join(p.name for p in SECOND_PARTS) + "): " + ", ".join(names))
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.parts.split(",") if s.strip()]
+    second = chosen == ["second"]
+    if second:
+        chosen = [p.name for p in SECOND_PARTS]
+    if args.budget is None:
+        args.budget = SECOND_BUDGET_S if second else DEFAULT_BUDGET_S
     unknown = [s for s in chosen if s not in names]
     if unknown:
         ap.error(f"no part named {', '.join(map(repr, unknown))}; the parts: {', '.join(names)}")
     if args.budget <= RESERVE_S:
         ap.error(f"--budget must be more than {RESERVE_S:.0f} s (kept for the table); got {args.budget:g}")
-    args.parts = [p for p in PARTS if p.name in chosen]
+    args.parts = [p for p in every if p.name in chosen]
     return args
 
 

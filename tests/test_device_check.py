@@ -24,6 +24,9 @@ def test_the_planned_budget_fits_the_default_budget():
     # The lease: 15 minutes with the machine's start, 10 per command. The parts' timeouts in order,
     # and the reserve for the table, must fit the default --budget; a new part must fit too.
     assert dc.planned_seconds(dc.PARTS) <= dc.DEFAULT_BUDGET_S <= 600
+    # The second command of a lease, and the two with a machine's start, fit the lease.
+    assert dc.planned_seconds(dc.SECOND_PARTS) <= dc.SECOND_BUDGET_S <= 600
+    assert dc.DEFAULT_BUDGET_S + dc.SECOND_BUDGET_S + dc.START_S <= dc.LEASE_S
     names = [p.name for p in dc.PARTS]
     assert names[:5] == ["versions", "launch path", "cuda vs cpu", "gpu tests", "compiled vs eager"]
     assert names.index("host per step") < names.index("kernel bandwidth") < names.index("training epochs")
@@ -110,6 +113,10 @@ def test_command_line(capsys):
     with pytest.raises(SystemExit):
         dc.parse_args(["--budget", "10"])
     assert "--budget must be more than 20 s" in capsys.readouterr().err
+    # The second command of a lease: its parts, with its own default budget.
+    second = dc.parse_args(["--parts", "second"])
+    assert second.parts == dc.SECOND_PARTS and second.budget == dc.SECOND_BUDGET_S
+    assert dc.parse_args([]).parts == dc.PARTS + dc.SECOND_PARTS and dc.parse_args([]).budget == dc.DEFAULT_BUDGET_S
 
 
 @no_device
@@ -119,7 +126,7 @@ def test_no_device_prints_the_versions_exits_2_and_writes_json(runner, capsys):
     assert res["skipped"] == cuda_status()[1] and res["parts"]["versions"]["ok"]
     assert res["versions"]["python"] == sys.version.split()[0] and "numba-cuda" in res["versions"]
     assert {k for k, v in res["parts"].items() if v.get("skipped") == "no usable CUDA device"} == {
-        p.name for p in dc.PARTS[1:]}
+        p.name for p in dc.PARTS[1:] + dc.SECOND_PARTS}
     assert "  numba-cuda" in capsys.readouterr().out
 
 
