@@ -42,7 +42,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import autograd_steps
-from ..backends import simulator_enabled
+from ..backends import BackendUnavailableError, cuda_status, simulator_enabled
 
 
 class Backend:
@@ -117,6 +117,9 @@ def backend_for(device: torch.device) -> Backend:
 
             b = Backend(CUDA_STEPS, np)
         else:  # "cuda"; the module has refused other devices before a call gets here
+            ok, why = cuda_status()
+            if not ok:
+                raise BackendUnavailableError(f"SigmoidMLP on CUDA tensors needs bp_gpu's CUDA backend: {why}")
             b = CudaBackend()
         _backends[kind] = b
     return b

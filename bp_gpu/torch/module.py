@@ -103,6 +103,9 @@ class SigmoidMLP(nn.Module):
         """The logits ``a_out`` ``(*, N_L)`` of ``x`` ``(*, N_0)``."""
         params = [getattr(self, name) for name in self._names]
         self._check(x, params)
+        # The steps need C-contiguous parameters; the copy of one that is not (a transposed or
+        # strided view someone assigned) is made here, where autograd sees it.
+        params = [p if p.is_contiguous() else p.contiguous() for p in params]
         n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
         if x.dim() == 2:
             return _apply_eager(x if x.is_contiguous() else x.contiguous(), params)
@@ -127,8 +130,10 @@ class SigmoidMLP(nn.Module):
             got = "a 0-d tensor" if x.dim() == 0 else f"{x.shape[-1]} features (x.shape = {tuple(x.shape)})"
             raise ValueError(f"x has {got} but SigmoidMLP expects {self.layer_sizes[0]} (layer_sizes[0])")
         if x.dtype != p0.dtype:
+            hint = (" (torch.autocast does not cast SigmoidMLP's input: pass x.float())"
+                    if x.dtype in (torch.float16, torch.bfloat16) else "")
             raise ValueError(f"x is {x.dtype} but SigmoidMLP's parameters are {p0.dtype}; convert one to the "
-                             f"other (x.to({p0.dtype}) or the module's .to({x.dtype}))")
+                             f"other (x.to({p0.dtype}) or the module's .to({x.dtype})){hint}")
         if x.device != p0.device:
             raise ValueError(f"x is on {x.device} but SigmoidMLP's parameters are on {p0.device}; move one to "
                              f"the other (x.to('{p0.device}') or the module's .to('{x.device}'))")

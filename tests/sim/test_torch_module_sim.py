@@ -64,3 +64,22 @@ def test_adamw_steps_equal_nn_sequential():
             opt.step()
     for got, want in zip(m.parameters(), seq.parameters(), strict=True):
         torch.testing.assert_close(got, want, **TOL[torch.float64])
+
+
+@pytest.mark.sim
+def test_a_strided_parameter_is_made_contiguous_where_autograd_sees_it():
+    """The kernels and cuBLAS take C-contiguous weights: a strided one (here the output layer's, read
+    by the fused outer step) is copied by the module, and its gradient still reaches it."""
+    sizes = [4, 6, 1]
+    m = SigmoidMLP(sizes, dtype=torch.float64, seed=0)
+    seq = m.to_torch()
+    with torch.no_grad():
+        buf = torch.zeros(1, 12, dtype=torch.float64)
+        buf[:, ::2] = m.W_2
+        m.W_2.data = buf[:, ::2]
+    assert not m.W_2.is_contiguous()
+    x, t = _data(sizes, 7, torch.float64, 5)
+    for model in (m, seq):
+        F.binary_cross_entropy_with_logits(model(x), t).backward()
+    for got, want in zip(m.parameters(), seq.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, **TOL[torch.float64])

@@ -17,7 +17,7 @@ from bp_gpu.torch import SigmoidMLP
 
 def main(rank: int, world: int, port: int, data: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=30))
+                            timeout=datetime.timedelta(seconds=90))
     try:
         d = torch.load(data)
         model = DDP(SigmoidMLP(d["sizes"], dtype=torch.float64, seed=0))
