@@ -10,7 +10,7 @@ The calls are the engine's: GEMMs and fused steps of a backend's steps object
 (``bp_gpu.cpu_backend.CPU_STEPS``, ``bp_gpu.cuda_host.CUDA_STEPS``), bound for this call's arrays
 and run at once. What the engine fuses into its output step (``output_loss_delta``: bias, loss and
 delta) is split here, since the loss belongs to the framework: the output bias is one broadcast add
-and its gradient one column sum, both in ``xp``.
+and its gradient one column sum, by the arrays' own library.
 
 Shapes: ``B`` batch rows, ``N_l`` units of layer l, ``L`` layers; ``layers[l] = (W (N_{l+1}, N_l),
 b (N_{l+1},))`` with 0-based l (the notes' layer l + 1). Every buffer is C-contiguous.
@@ -27,12 +27,12 @@ from typing import Any
 
 
 class Runner:
-    """One backend's GEMM and fused steps, run now on the arrays given (CuPy's current stream on
-    CUDA): ``steps.bind(name, *args)`` prepares the call for these arrays, which is then made once.
-    ``xp`` is the backend's array module (NumPy on the CPU and in the simulator, CuPy on CUDA)."""
+    """One backend's GEMM, fused steps and column sums, run now on the arrays given (NumPy or CuPy
+    arrays; CuPy's current stream on CUDA): ``steps.bind(name, *args)`` prepares the call for these
+    arrays, which is then made once."""
 
-    def __init__(self, steps: Any, xp: Any) -> None:
-        self.steps, self.xp = steps, xp
+    def __init__(self, steps: Any) -> None:
+        self.steps = steps
 
     def gemm(self, a: Any, b: Any, out: Any) -> None:
         """out <- a @ b, the engine's GEMM (``cublasGemmEx`` on CUDA, BLAS on the CPU)."""
@@ -41,6 +41,10 @@ class Runner:
     def step(self, name: str, *args: Any) -> None:
         """The fused step ``name`` (``bp_gpu.steps_numpy`` semantics) on these arrays."""
         self.steps.bind(name, *args)(None, None)
+
+    def column_sum(self, a: Any, out: Any) -> None:
+        """out <- the column sums of a (B, O): a bias gradient."""
+        a.sum(axis=0, out=out)
 
 
 def forward(run: Runner, X: Any, layers: Sequence[tuple[Any, Any]], Z: Sequence[Any], A: Any) -> None:
@@ -55,7 +59,7 @@ def forward(run: Runner, X: Any, layers: Sequence[tuple[Any, Any]], Z: Sequence[
         z = out
     W, b = layers[-1]
     run.gemm(z, W.T, A)
-    run.xp.add(A, b, out=A)
+    A += b
 
 
 def backward(run: Runner, D: Any, X: Any, layers: Sequence[tuple[Any, Any]], Z: Sequence[Any],
@@ -70,7 +74,7 @@ def backward(run: Runner, D: Any, X: Any, layers: Sequence[tuple[Any, Any]], Z: 
     """
     L = len(layers)
     wanted = list(weight_grads) if weight_grads is not None else [True] * L
-    run.xp.sum(D, axis=0, out=grads[-1][1])
+    run.column_sum(D, grads[-1][1])
     for l in range(L - 1, 0, -1):
         z_prev, delta = Z[l - 1], G[l - 1]
         W, dW, db_prev = layers[l][0], grads[l][0], grads[l - 1][1]

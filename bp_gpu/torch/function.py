@@ -5,16 +5,16 @@ forward allocates this call's activations as PyTorch tensors (PyTorch's allocato
 allocator on CUDA) and saves them with the inputs (``ctx.save_for_backward``), so any number of
 forwards may be outstanding before their backwards (gradient accumulation, the module called twice
 in one graph); the backward allocates the gradients it returns to autograd, which adds them into
-``.grad``. Nothing is copied: each tensor is viewed in place as an array of the backend
-(``Backend.view``) and ``bp_gpu.autograd_steps`` runs the engine's GEMMs and fused steps on the views.
+``.grad``. Nothing is copied: ``bp_gpu.autograd_steps`` runs the engine's GEMMs and fused steps on
+the tensors' own memory, seen as the backend's arrays (``Backend.view``).
 
 Backends, by the tensors' device:
 
-- CPU tensors: the CPU backend's fused steps (Numba, single-threaded) on NumPy views
-  (``Tensor.numpy()``), and PyTorch's GEMM (``torch.mm``) on the same memory: NumPy's BLAS would
-  bring a second thread pool into a PyTorch process, whose threads and PyTorch's OpenMP threads
-  busy-wait for cores after each call (``bp_gpu.cpu_steps`` says the same of Numba's OpenMP
-  layer); on 2 cores that made a W1 step many times slower (bench/RESULTS.md, "Inside PyTorch").
+- CPU tensors: the CPU backend's fused steps (Numba, single-threaded) on NumPy views of the tensors
+  (``Tensor.numpy()``), and PyTorch for the GEMMs (``torch.mm``), the output bias and its column
+  sum, on the tensors themselves. NumPy's BLAS would bring a second thread pool into a PyTorch
+  process, and its threads and PyTorch's OpenMP threads busy-wait for the same cores after each
+  call (``bp_gpu.cpu_steps`` says the same of Numba's OpenMP layer): on 2 cores, many times slower.
 - CUDA tensors: the CUDA backend (CuPy views through DLPack; ``cublasGemmEx`` and our kernels) on
   PyTorch's current stream, which CuPy is told to use for the call
   (``cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)``), so every GEMM, kernel and
@@ -46,18 +46,50 @@ from ..backends import BackendUnavailableError, cuda_status, simulator_enabled
 
 
 class Backend:
-    """Where a call runs: the steps object, the array module, tensor views and the stream."""
+    """Where a call runs: ``run`` (the GEMM and fused steps), the tensors as its arrays (``view``)
+    and the context a call runs in (``stream``). This one: NumPy views (the simulator's CUDA path)."""
 
-    def __init__(self, steps: Any, xp: Any) -> None:
-        self.run = autograd_steps.Runner(steps, xp)
+    def __init__(self, run: autograd_steps.Runner) -> None:
+        self.run = run
 
     def view(self, t: torch.Tensor) -> Any:
-        """``t``'s memory as an array of ``xp``, no copy."""
-        return t.detach().numpy()
+        """``t``'s memory as an array ``run`` takes, no copy."""
+        return _numpy(t)
 
     def stream(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The context a call runs in (CUDA: PyTorch's device and current stream as CuPy's)."""
         return contextlib.nullcontext()
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's memory as a NumPy array (``detach`` first only where it must: it costs a tensor)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
+
+
+class _CpuRun(autograd_steps.Runner):
+    """CPU tensors as they are: PyTorch's GEMM and ops, the CPU steps on NumPy views."""
+
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+        torch.mm(a, b, out=out)
+
+    def step(self, name: str, *args: Any) -> None:
+        arrays = (_numpy(a) if isinstance(a, torch.Tensor) else a for a in args)
+        self.steps.bind(name, *arrays)(None, None)
+
+    def column_sum(self, a: torch.Tensor, out: torch.Tensor) -> None:
+        torch.sum(a, 0, out=out)
+
+
+class CpuBackend(Backend):
+    """CPU tensors: ``_CpuRun`` on the tensors themselves (the module docstring says why)."""
+
+    def __init__(self) -> None:
+        from ..cpu_backend import CPU_STEPS
+
+        super().__init__(_CpuRun(CPU_STEPS))
+
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        return t
 
 
 class CudaBackend(Backend):
@@ -68,7 +100,7 @@ class CudaBackend(Backend):
 
         from ..cuda_host import CUDA_STEPS
 
-        super().__init__(CUDA_STEPS, cupy)
+        super().__init__(autograd_steps.Runner(CUDA_STEPS))
         self.cupy = cupy
         self._streams: dict[tuple[int, int], Any] = {}
 
@@ -89,14 +121,6 @@ class CudaBackend(Backend):
             yield
 
 
-class _TorchGemm(autograd_steps.Runner):
-    """The CPU steps, with PyTorch's GEMM on the arrays' memory (the module docstring says why)."""
-
-    def gemm(self, a: Any, b: Any, out: Any) -> None:
-        from_numpy = torch.from_numpy
-        torch.mm(from_numpy(a), from_numpy(b), out=from_numpy(out))
-
-
 _backends: dict[str, Backend] = {}
 
 
@@ -108,14 +132,11 @@ def backend_for(device: torch.device) -> Backend:
     b = _backends.get(kind)
     if b is None:
         if kind == "cpu":
-            from ..cpu_backend import CPU_STEPS
-
-            b = Backend(CPU_STEPS, np)
-            b.run = _TorchGemm(CPU_STEPS, np)
+            b = CpuBackend()
         elif kind == "simulated cuda":
             from ..cuda_host import CUDA_STEPS
 
-            b = Backend(CUDA_STEPS, np)
+            b = Backend(autograd_steps.Runner(CUDA_STEPS))
         else:  # "cuda"; the module has refused other devices before a call gets here
             ok, why = cuda_status()
             if not ok:
@@ -127,7 +148,7 @@ def backend_for(device: torch.device) -> Backend:
 
 class SigmoidMLPFunction(torch.autograd.Function):
     """``apply(x, W_1, b_1, ..., W_L, b_L) -> a_out``: x (B, N_0) C-contiguous; W_l (N_l, N_{l-1}),
-    b_l (N_l,) of x's dtype on x's device (``SigmoidMLP.forward`` checks all of it)."""
+    b_l (N_l,) C-contiguous, of x's dtype on x's device (``SigmoidMLP.forward`` checks all of it)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
