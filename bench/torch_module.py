@@ -14,8 +14,9 @@ losses agree (the ``loss`` column).
 
 CPU (``python -m bp_gpu.bench.torch_module [--workloads W1,W2] [--repeats 5] [--threads N]
 [--json FILE]``): every (peer, workload, repeat) in a fresh process, the peers' order rotated each
-repeat, as ``bp-gpu bench`` does, so no peer's thread pools meet another's. Ratios are throughput
-over ``torch-eager``'s.
+repeat, as ``bp-gpu bench`` does, so no peer's thread pools meet another's. ``--interleaved R``
+(with ``--threads 1``): all peers in one process, R alternating blocks of steps each, so that on a
+shared machine each peer sees the same load. Ratios are throughput over ``torch-eager``'s.
 
 GPU: ``device_part(budget_s)`` is the device check's part (self-contained: it needs only
 PyTorch with CUDA, CuPy and bp_gpu): correctness against ``nn.Sequential`` on CUDA tensors, step
@@ -38,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .harness import machine_info
+from .worker import thread_env
 from .workloads import WEIGHT_SEED, WORKLOADS, Workload, initial_weights, make_data
 
 PEERS = ("sigmoidmlp", "torch-eager", "bp_gpu-step")
@@ -130,8 +133,6 @@ def measure_cpu(peer: str, workload: str, threads: int, target_s: float = TARGET
 
 def run_cpu(workloads: list[str], repeats: int, threads: int) -> list[dict[str, Any]]:
     """Every (workload, repeat, peer) in a fresh worker process; returns the per-measurement rows."""
-    from .worker import thread_env
-
     env = thread_env(threads)
     rows = []
     for name in workloads:
@@ -148,6 +149,41 @@ def run_cpu(workloads: list[str], repeats: int, threads: int) -> list[dict[str, 
                     rows.append(json.loads(last[0]))
                 print(f"  {name} {peer} repeat {r + 1}: {rows[-1].get('step_ms', rows[-1].get('error'))}",
                       file=sys.stderr, flush=True)
+    return rows
+
+
+def run_interleaved(workloads: list[str], rounds: int, threads: int) -> list[dict[str, Any]]:
+    """All peers in this process, their steps timed in alternating blocks (``rounds`` blocks each,
+    the order rotated every round): on a shared machine whose load drifts, each peer sees the same
+    load. Meant for one thread per pool (``thread_env(1)``), where no pool's threads wait for cores
+    another pool holds; one row per block, as ``run_cpu``'s."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = []
+    for name in workloads:
+        w = WORKLOADS[name]
+        X, T = _data(w)
+        peers = {p: make_peer(p, w, X, T, "cpu") for p in PEERS}
+        for step, _ in peers.values():
+            for k in range(2 * WARMUP_STEPS):
+                step(k)
+        t0 = time.perf_counter()
+        for step, _ in peers.values():
+            step(0)
+        block = max(N_BATCHES, int(TARGET_S / 3 / (time.perf_counter() - t0)))
+        first = {}
+        for r in range(rounds):
+            for p in PEERS[r % len(PEERS):] + PEERS[: r % len(PEERS)]:
+                step, total = peers[p]
+                losses = []
+                t0 = time.perf_counter()
+                for k in range(block):
+                    losses.append(step(k))
+                seconds = time.perf_counter() - t0
+                first.setdefault(p, total(losses[:N_BATCHES]) / N_BATCHES)
+                rows.append({"peer": p, "workload": name, "threads": threads, "steps": block,
+                             "step_ms": 1e3 * seconds / block, "loss": first[p], "ok": True})
     return rows
 
 
@@ -324,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--json", default=None, help="write the rows and the summary here")
+    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                   help="instead of a fresh process per measurement: all peers in one process, ROUNDS "
+                        "alternating blocks of steps each (for a shared machine; use --threads 1)")
     p.add_argument("--device", action="store_true", help="run the GPU part (device_part) instead")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for --device")
     p.add_argument("--worker", nargs=2, metavar=("PEER", "WORKLOAD"), help=argparse.SUPPRESS)
@@ -339,12 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         res = device_part(a.budget)
         print(format_device_part(res))
     else:
-        from .run import machine_info
-
         info = machine_info()
         print(f"bp_gpu.torch bench  {info['date']}  {info['cpu']}, {info['cores']} cores, {a.threads} threads; "
               f"load {info['load_avg']}", flush=True)
-        rows = run_cpu(a.workloads.split(","), a.repeats, a.threads)
+        if a.interleaved:
+            rows = run_interleaved(a.workloads.split(","), a.interleaved, a.threads)
+        else:
+            rows = run_cpu(a.workloads.split(","), a.repeats, a.threads)
         res = {"machine": info, "rows": rows, "summary": summarize(rows)}
         print(format_rows(res["summary"]))
     if a.json:

@@ -73,8 +73,8 @@ class _CpuRun(autograd_steps.Runner):
         torch.mm(a, b, out=out)
 
     def step(self, name: str, *args: Any) -> None:
-        arrays = (_numpy(a) if isinstance(a, torch.Tensor) else a for a in args)
-        self.steps.bind(name, *arrays)(None, None)
+        # The step's own function (CPU_STEPS.<name>): nothing to prepare on the CPU, so no bind.
+        getattr(self.steps, name)(*(_numpy(a) if isinstance(a, torch.Tensor) else a for a in args))
 
     def column_sum(self, a: torch.Tensor, out: torch.Tensor) -> None:
         torch.sum(a, 0, out=out)
@@ -126,23 +126,20 @@ _backends: dict[str, Backend] = {}
 
 def backend_for(device: torch.device) -> Backend:
     """The backend for tensors on ``device`` (see the module docstring), built on first use."""
-    kind = device.type
-    if kind == "cpu" and simulator_enabled():
-        kind = "simulated cuda"
-    b = _backends.get(kind)
+    b = _backends.get(device.type)
     if b is None:
-        if kind == "cpu":
-            b = CpuBackend()
-        elif kind == "simulated cuda":
+        if device.type == "cpu" and simulator_enabled():  # fixed for the process (set before numba.cuda loads)
             from ..cuda_host import CUDA_STEPS
 
             b = Backend(autograd_steps.Runner(CUDA_STEPS))
+        elif device.type == "cpu":
+            b = CpuBackend()
         else:  # "cuda"; the module has refused other devices before a call gets here
             ok, why = cuda_status()
             if not ok:
                 raise BackendUnavailableError(f"SigmoidMLP on CUDA tensors needs bp_gpu's CUDA backend: {why}")
             b = CudaBackend()
-        _backends[kind] = b
+        _backends[device.type] = b
     return b
 
 
