@@ -187,6 +187,59 @@ def run_interleaved(workloads: list[str], rounds: int, threads: int) -> list[dic
     return rows
 
 
+def phases(workloads: list[str], rounds: int, threads: int) -> list[dict[str, Any]]:
+    """Where a PyTorch step's time goes, for ``sigmoidmlp`` and ``torch-eager`` in this process:
+    median microseconds of ``zero_grad``, forward + loss, ``backward`` and ``opt.step`` over
+    ``rounds`` alternating blocks of N_BATCHES steps. The forward and backward are what SigmoidMLP
+    replaces; the rest is the same PyTorch code in both."""
+    import torch
+
+    from bp_gpu.torch import SigmoidMLP
+
+    torch.set_num_threads(threads)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    out = []
+    for name in workloads:
+        w = WORKLOADS[name]
+        X, T = (torch.from_numpy(a) for a in _data(w))
+        m = SigmoidMLP(w.sizes, seed=WEIGHT_SEED)
+        models = {"sigmoidmlp": m, "torch-eager": m.to_torch()}
+        opts = {p: torch.optim.AdamW(mod.parameters(), lr=LR) for p, mod in models.items()}
+        times: dict[str, list[list[float]]] = {p: [] for p in models}
+        for r in range(rounds + 1):
+            for p in list(models)[r % 2:] + list(models)[: r % 2]:
+                model, opt, acc = models[p], opts[p], [0.0] * 4
+                for k in range(N_BATCHES):
+                    x, t = X[k * w.batch : (k + 1) * w.batch], T[k * w.batch : (k + 1) * w.batch]
+                    t0 = time.perf_counter()
+                    opt.zero_grad(set_to_none=True)
+                    t1 = time.perf_counter()
+                    loss = loss_fn(model(x), t)
+                    t2 = time.perf_counter()
+                    loss.backward()
+                    t3 = time.perf_counter()
+                    opt.step()
+                    t4 = time.perf_counter()
+                    for i, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                        acc[i] += d
+                if r:  # the first round warms up
+                    times[p].append([1e6 * a / N_BATCHES for a in acc])
+        for p, blocks in times.items():
+            med = [statistics.median(b[i] for b in blocks) for i in range(4)]
+            out.append({"workload": name, "peer": p, "zero_grad_us": med[0], "forward_loss_us": med[1],
+                        "backward_us": med[2], "optimizer_us": med[3]})
+    return out
+
+
+def format_phases(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'workload':8} {'peer':12} {'zero_grad us':>12} {'fwd+loss us':>12} {'backward us':>12} "
+             f"{'opt.step us':>12}", "-" * 73]
+    for r in rows:
+        lines.append(f"{r['workload']:8} {r['peer']:12} {r['zero_grad_us']:12.0f} {r['forward_loss_us']:12.0f} "
+                     f"{r['backward_us']:12.0f} {r['optimizer_us']:12.0f}")
+    return "\n".join(lines)
+
+
 def summarize(rows: list[dict[str, Any]], key: str = "step_ms") -> list[dict[str, Any]]:
     """Per (workload, peer): median, min and max of ``key`` and the throughput ratio over
     ``torch-eager`` (median over median)."""
@@ -363,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
                    help="instead of a fresh process per measurement: all peers in one process, ROUNDS "
                         "alternating blocks of steps each (for a shared machine; use --threads 1)")
+    p.add_argument("--phases", type=int, default=0, metavar="ROUNDS",
+                   help="instead: where a PyTorch step's time goes (zero_grad, forward + loss, backward, "
+                        "opt.step) for sigmoidmlp and torch-eager, ROUNDS alternating blocks")
     p.add_argument("--device", action="store_true", help="run the GPU part (device_part) instead")
     p.add_argument("--budget", type=float, default=300.0, help="seconds for --device")
     p.add_argument("--worker", nargs=2, metavar=("PEER", "WORKLOAD"), help=argparse.SUPPRESS)
@@ -381,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         info = machine_info()
         print(f"bp_gpu.torch bench  {info['date']}  {info['cpu']}, {info['cores']} cores, {a.threads} threads; "
               f"load {info['load_avg']}", flush=True)
+        if a.phases:
+            res = {"machine": info, "phases": phases(a.workloads.split(","), a.phases, a.threads)}
+            print(format_phases(res["phases"]))
+            if a.json:
+                with open(a.json, "w") as f:
+                    json.dump(res, f, indent=1)
+            return 0
         if a.interleaved:
             rows = run_interleaved(a.workloads.split(","), a.interleaved, a.threads)
         else:

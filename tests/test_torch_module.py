@@ -326,6 +326,7 @@ def test_bench_peers_train_the_same_steps():
     summary = bench.summarize(rows)
     assert {r["peer"]: r["x_ref"] for r in summary}["torch-eager"] == 1.0
     assert "sigmoidmlp" in bench.format_rows(summary)
+    assert "sigmoidmlp" in bench.format_phases(bench.phases(["quick"], rounds=1, threads=1))
     if not torch.cuda.is_available():
         res = bench.device_part(5)
         assert not res["ok"] and "no CUDA" in res["error"]
