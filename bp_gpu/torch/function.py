@@ -12,9 +12,11 @@ Backends, by the tensors' device:
 
 - CPU tensors: the CPU backend's fused steps (Numba, single-threaded) on NumPy views of the tensors
   (``Tensor.numpy()``), and PyTorch for the GEMMs (``torch.mm``), the output bias and its column
-  sum, on the tensors themselves. NumPy's BLAS would bring a second thread pool into a PyTorch
-  process, and its threads and PyTorch's OpenMP threads busy-wait for the same cores after each
-  call (``bp_gpu.cpu_steps`` says the same of Numba's OpenMP layer): on 2 cores, many times slower.
+  sum, on the tensors themselves: NumPy's BLAS would bring a second thread pool into a PyTorch
+  process, whose threads and PyTorch's OpenMP threads each busy-wait for cores after a call
+  (``bp_gpu.cpu_steps`` says the same of Numba's OpenMP layer). With one thread each, a step with
+  NumPy's GEMM measured 2.4-2.8 against 3.1 ms on W1 and 753 against 530 ms on W2
+  (bench/RESULTS.md, "SigmoidMLP inside PyTorch").
 - CUDA tensors: the CUDA backend (CuPy views through DLPack; ``cublasGemmEx`` and our kernels) on
   PyTorch's current stream, which CuPy is told to use for the call
   (``cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)``), so every GEMM, kernel and
