@@ -175,6 +175,14 @@ def test_state_dict_round_trip():
     assert torch.equal(other(x), m(x))
 
 
+def test_dtype_conversions_like_nn_linear():
+    m = SigmoidMLP([4, 6, 2], seed=0)  # float32
+    x = torch.randn(5, 4, dtype=torch.float64)
+    m.double()  # the parameters are replaced by float64 copies; the module follows them
+    torch.testing.assert_close(m(x), m.to_torch()(x), **TOL[torch.float64])
+    assert m.to_torch()[0].weight.dtype == torch.float64
+
+
 def test_from_torch_round_trip():
     m = SigmoidMLP([5, 4, 3, 2], dtype=torch.float64, seed=2)
     back = SigmoidMLP.from_torch(m.to_torch())
