@@ -349,3 +349,85 @@ def test_device_inputs_are_used_in_place(cp, rng):
     loss = net.train_step(Xt, t, opt)
     assert isinstance(loss, cp.ndarray) and np.isfinite(float(loss))
     assert isinstance(net.predict_proba(Xt), cp.ndarray)
+
+
+# -- bp_gpu.torch.SigmoidMLP on CUDA tensors (issue 19) --------------------------------------------
+TORCH_MODULE_TOL = {"float64": dict(rtol=1e-11, atol=1e-12), "float32": dict(rtol=1e-4, atol=1e-5)}
+
+
+@pytest.fixture
+def torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch here has no CUDA")
+    return torch
+
+
+def _torch_module_step(torch, model, x, t):
+    """Logits and the gradients (parameters in nn.Linear's order, then x's) of one BCE step."""
+    xa = x.clone().requires_grad_()
+    out = model(xa)
+    torch.nn.functional.binary_cross_entropy_with_logits(out, t).backward()
+    return [out.detach()] + [p.grad.clone() for p in model.parameters()] + [xa.grad]
+
+
+@pytest.mark.parametrize("sizes", [[33, 257, 129, 1], [16, 64, 3]])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("stream", ["current", "side"])
+def test_torch_module_matches_nn_sequential_on_cuda(cp, torch_cuda, sizes, dtype, stream):
+    """SigmoidMLP on CUDA tensors (CuPy views through DLPack, our kernels and cublasGemmEx on
+    PyTorch's current stream) against its nn.Sequential twin; on a side stream too, where launching
+    on any other stream would race with PyTorch's work on it."""
+    torch = torch_cuda
+    dt = getattr(torch, dtype)
+    from bp_gpu.torch import SigmoidMLP
+
+    m = SigmoidMLP(sizes, dtype=dt, device="cuda", seed=0)
+    seq = m.to_torch()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(4099, sizes[0], device="cuda", dtype=dt, generator=g)
+    t = (torch.rand(4099, sizes[-1], device="cuda", generator=g) < 0.5).to(dt)
+    s = torch.cuda.Stream() if stream == "side" else torch.cuda.current_stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        got = _torch_module_step(torch, m, x, t)
+        want = _torch_module_step(torch, seq, x, t)
+    torch.cuda.synchronize()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **TORCH_MODULE_TOL[dtype])
+
+
+def test_torch_module_gradients_bit_identical_run_to_run(cp, torch_cuda):
+    torch = torch_cuda
+    from bp_gpu.torch import SigmoidMLP
+
+    m = SigmoidMLP([28, 64, 64, 1], device="cuda", seed=1)
+    x = torch.randn(1024, 28, device="cuda")
+    t = (torch.rand(1024, 1, device="cuda") < 0.5).float()
+    first = _torch_module_step(torch, m, x, t)
+    m.zero_grad()
+    again = _torch_module_step(torch, m, x, t)
+    for a, b in zip(first[1:], again[1:], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_torch_module_training_matches_cpu(cp, torch_cuda):
+    """20 AdamW steps on CUDA tensors equal the same on CPU tensors (float64)."""
+    torch = torch_cuda
+    from bp_gpu.torch import SigmoidMLP
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(512, 12, dtype=torch.float64, generator=g)
+    t = (torch.rand(512, 2, generator=g) < 0.5).double()
+    trained = []
+    for dev in ("cuda", "cpu"):
+        m = SigmoidMLP([12, 31, 2], dtype=torch.float64, device=dev, seed=2)
+        opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.01)
+        for k in range(20):
+            rows = slice(k % 4 * 128, k % 4 * 128 + 128)
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(m(x[rows].to(dev)), t[rows].to(dev)).backward()
+            opt.step()
+        trained.append([p.detach().cpu() for p in m.parameters()])
+    for a, b in zip(*trained, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -18,7 +18,7 @@ def _section_code(section: str) -> str:
 
 @pytest.mark.parametrize(
     "section, min_accuracy, writes",
-    [("own-loop", 0.97, []), ("files", 0.9, ["model.onnx", "model.npz"])],
+    [("own-loop", 0.97, []), ("files", 0.9, ["model.onnx", "model.npz"]), ("inside-pytorch", 0.97, [])],
 )
 def test_readme_script_runs(tmp_path, section, min_accuracy, writes):
     """The section's script runs in a directory of its own and prints its accuracy last."""
