@@ -888,7 +888,8 @@ def mixed_precision() -> None:
         log(f"  out of time for: {', '.join(r['skipped'])}")
     bad = {p: e for p, e in errors.items() if not e <= 1e-5}
     if not errors or bad:
-        raise AssertionError(f"mixed-precision gradients on the device differ from the CPU emulation: {bad or 'none run'}")
+        raise AssertionError("mixed-precision gradients on the device differ from the CPU emulation: "
+                             f"{bad or 'none run'}")
 
 
 # In the order of what we most need to learn. "launch path" is the first to compile: it compiles

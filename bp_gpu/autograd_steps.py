@@ -18,6 +18,14 @@ b (N_{l+1},))`` with 0-based l (the notes' layer l + 1). Every buffer is C-conti
 Math (docs/math.md): forward ``Z_l = sigma(Z_{l-1} W_l^T + b_l)`` for the hidden layers and
 ``A = Z_{L-1} W_L^T + b_L``; backward from ``D_L = dLoss/dA``: ``dW_l = D_l^T Z_{l-1}``,
 ``db_l = sum_rows D_l``, ``D_{l-1} = (D_l W_l) * Z_{l-1} (1 - Z_{l-1})``, and ``dX = D_1 W_1``.
+
+Mixed precision (``precision="tf32"``/``"bf16"``, docs/math.md's rounding contract): every GEMM
+reads its operands rounded, ``r(a) r(b)`` with float32 products and sums; everything else (the bias,
+the sigmoid, ``z (1 - z)`` from the float32 ``Z``, the deltas, the column sums) stays float32. The
+runner rounds the operands of each call into copies of its own (``Runner.gemm``), as the engine
+rounds into its buffers: on the CPU float32 copies holding the rounded values, on CUDA bfloat16
+copies for ``"bf16"`` (the kernels' ``round_rows``), none for ``"tf32"`` (cuBLAS rounds). Below a
+single-unit layer the outer product ``r(D) r(W)`` is a GEMM too (the fused step is for "highest").
 """
 
 from __future__ import annotations
@@ -25,18 +33,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from .precision import FORMATS
+
 
 class Runner:
     """One backend's GEMM, fused steps and column sums, run now on the arrays given (NumPy or CuPy
     arrays; CuPy's current stream on CUDA): ``steps.bind(name, *args)`` prepares the call for these
-    arrays, which is then made once."""
+    arrays, which is then made once. ``precision``: how the GEMMs read their operands (module
+    docstring)."""
 
-    def __init__(self, steps: Any) -> None:
-        self.steps = steps
+    def __init__(self, steps: Any, precision: str = "highest") -> None:
+        self.steps, self.precision, self.fmt = steps, precision, FORMATS[precision]
+        self.copies = None if precision == "highest" else steps.operand_copies(precision)  # (dtype, align)
 
     def gemm(self, a: Any, b: Any, out: Any) -> None:
-        """out <- a @ b, the engine's GEMM (``cublasGemmEx`` on CUDA, BLAS on the CPU)."""
+        """out <- r(a) @ r(b), the engine's GEMM (``cublasGemmEx`` on CUDA, BLAS on the CPU)."""
+        if self.precision != "highest":
+            if self.copies is None:  # the GEMM rounds its operands itself (CUDA TF32)
+                self.steps.bind("matmul", a, b, out, self.precision)(None, None)
+                return
+            a, b = self.rounded(a), self.rounded(b)
         self.steps.bind("matmul", a, b, out)(None, None)
+
+    def rounded(self, a: Any) -> Any:
+        """r(a): a's rounded copy, in rows of the backend's alignment, as a view of a's shape (a is
+        C-contiguous or the transpose of a C-contiguous array)."""
+        if not a.flags.c_contiguous:
+            return self.rounded(a.T).T
+        dtype, align = self.copies
+        rows, cols = a.shape
+        R = self.empty((rows, -(-cols // align) * align), dtype)
+        self.step("round_rows", a, R, self.fmt)
+        return R[:, :cols]
+
+    def empty(self, shape: tuple[int, int], dtype: Any) -> Any:
+        """A new array of this backend (NumPy here; CuPy on CUDA)."""
+        return np.empty(shape, dtype)
 
     def step(self, name: str, *args: Any) -> None:
         """The fused step ``name`` (``bp_gpu.steps_numpy`` semantics) on these arrays."""
@@ -80,7 +114,7 @@ def backward(run: Runner, D: Any, X: Any, layers: Sequence[tuple[Any, Any]], Z: 
         W, dW, db_prev = layers[l][0], grads[l][0], grads[l - 1][1]
         if wanted[l]:
             run.gemm(D.T, z_prev, dW)  # dL/dw_ij = sum_batch delta_i z_j
-        if W.shape[0] == 1:  # below a single unit, D W is an outer product: fused with sigma'
+        if W.shape[0] == 1 and run.precision == "highest":  # D W is an outer product: fused with sigma'
             run.step("outer_sigmoid_delta_backward", D, W, z_prev, delta, db_prev)
         else:
             run.gemm(D, W, delta)

@@ -257,10 +257,60 @@ def test_bad_constructor_arguments():
         SigmoidMLP([3, 0])
     with pytest.raises(ValueError, match=r"precision must be one of 'highest', 'tf32', 'bf16'"):
         SigmoidMLP([3, 1], precision="fp16")
-    with pytest.raises(ValueError, match=r"precision='bf16' needs dtype=torch.float32"):
+    with pytest.raises(ValueError, match=r"precision='bf16' needs dtype='float32'.*got dtype='float64'"):
         SigmoidMLP([3, 1], dtype=torch.float64, precision="bf16")
-    with pytest.raises(ValueError, match=r"precision='tf32' is not available in this version"):
-        SigmoidMLP([3, 1], precision="tf32")
+
+
+def _contract(m, x, t, precision):
+    """The rounding contract (docs/math.md) in float64 on bp_gpu.precision's rounding: GEMM operands
+    rounded, everything else the float32 values; returns (logits, [dW_1, db_1, ...], dX) of the
+    mean BCE-with-logits loss."""
+    from bp_gpu.precision import round_bf16, round_tf32
+
+    r = {"bf16": round_bf16, "tf32": round_tf32}[precision]
+
+    def mm(a, b):  # float32 products of rounded operands, summed (here in float64)
+        return r(np.asarray(a, np.float32)).astype(np.float64) @ r(np.asarray(b, np.float32)).astype(np.float64)
+
+    Ws = [p.detach().numpy() for p in m.parameters()][0::2]
+    bs = [p.detach().numpy() for p in m.parameters()][1::2]
+    z, Zs = x.numpy(), []
+    for W, b in zip(Ws[:-1], bs[:-1]):
+        z = (1 / (1 + np.exp(-(mm(z, W.T) + b)))).astype(np.float32)
+        Zs.append(z)
+    a = (mm(z, Ws[-1].T) + bs[-1]).astype(np.float32)
+    D = ((1 / (1 + np.exp(-a.astype(np.float64))) - t.numpy()) / t.numel()).astype(np.float32)
+    grads = []
+    for l in range(len(Ws) - 1, -1, -1):
+        below = Zs[l - 1] if l else x.numpy()
+        grads[:0] = [mm(D.T, below), D.sum(axis=0, dtype=np.float64)]
+        G = mm(D, Ws[l])
+        D = (G * below * (1 - below)).astype(np.float32) if l else G
+    return a, grads, D
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("sizes", [[5, 7, 1], [6, 9, 4, 3]])  # below a single unit; several outputs
+def test_mixed_precision_follows_the_rounding_contract(sizes, precision):
+    """tf32/bf16: the logits and gradients (the input's too) are those of the rounding contract
+    computed in float64 (to ~1e-6: the order of the sums), and differ from precision="highest" by the
+    format's precision; the weights stay float32."""
+    m = SigmoidMLP(sizes, dtype=torch.float32, seed=2, precision=precision)
+    x, t = _data(sizes, 23, torch.float32, seed=3)
+    xm = x.clone().requires_grad_()
+    a = m(xm)
+    F.binary_cross_entropy_with_logits(a, t).backward()
+    want_a, want_grads, want_dx = _contract(m, x, t, precision)
+    np.testing.assert_allclose(a.detach().numpy(), want_a, rtol=1e-5, atol=1e-6)
+    for got, want in zip(_grads(m), want_grads, strict=True):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=2e-7)
+    np.testing.assert_allclose(xm.grad.numpy(), want_dx, rtol=1e-4, atol=2e-7)
+    highest = SigmoidMLP(sizes, dtype=torch.float32, seed=2)
+    F.binary_cross_entropy_with_logits(highest(x), t).backward()
+    differ = max(float((p.grad - q.grad).abs().max() / q.grad.abs().max()) for p, q in zip(m.parameters(),
+                                                                                        highest.parameters()))
+    assert 1e-6 < differ < 5e-2, differ
+    assert all(p.dtype == torch.float32 for p in m.parameters())
 
 
 def test_torch_compile_equals_eager():

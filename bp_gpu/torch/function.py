@@ -1,6 +1,6 @@
 """The autograd Function of ``SigmoidMLP``: forward and backward are bp_gpu's steps on the tensors' memory.
 
-``SigmoidMLPFunction.apply(x, W_1, b_1, ..., W_L, b_L)`` returns the output logits ``a_out``. Its
+``SigmoidMLPFunction.apply(precision, x, W_1, b_1, ..., W_L, b_L)`` returns the output logits ``a_out``. Its
 forward allocates this call's activations as PyTorch tensors (PyTorch's allocator: its caching
 allocator on CUDA) and saves them with the inputs (``ctx.save_for_backward``), so any number of
 forwards may be outstanding before their backwards (gradient accumulation, the module called twice
@@ -45,6 +45,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import autograd_steps
 from ..backends import BackendUnavailableError, cuda_status, simulator_enabled
+from ..precision import round_to
 
 
 class Backend:
@@ -72,7 +73,14 @@ class _CpuRun(autograd_steps.Runner):
     """CPU tensors as they are: PyTorch's GEMM and ops, the CPU steps on NumPy views."""
 
     def gemm(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+        if self.precision != "highest":
+            a, b = self.rounded(a), self.rounded(b)
         torch.mm(a, b, out=out)
+
+    def rounded(self, a: torch.Tensor) -> torch.Tensor:
+        """r(a) as a new tensor (float32 values of the precision's format: bp_gpu.precision's NumPy
+        rounding, the CPU backend's spec)."""
+        return torch.from_numpy(round_to(_numpy(a), self.fmt))
 
     def step(self, name: str, *args: Any) -> None:
         # The step's own function (CPU_STEPS.<name>): nothing to prepare on the CPU, so no bind.
@@ -85,24 +93,34 @@ class _CpuRun(autograd_steps.Runner):
 class CpuBackend(Backend):
     """CPU tensors: ``_CpuRun`` on the tensors themselves (the module docstring says why)."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str) -> None:
         from ..cpu_backend import CPU_STEPS
 
-        super().__init__(_CpuRun(CPU_STEPS))
+        super().__init__(_CpuRun(CPU_STEPS, precision))
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
 
+class _CudaRun(autograd_steps.Runner):
+    """The CUDA backend's GEMMs and kernels on CuPy arrays; rounded copies allocated by CuPy (from
+    PyTorch's stream's pool order: CuPy's current stream is PyTorch's during a call)."""
+
+    def empty(self, shape: tuple[int, int], dtype: Any) -> Any:
+        import cupy
+
+        return cupy.empty(shape, dtype)
+
+
 class CudaBackend(Backend):
     """CUDA tensors: CuPy views through DLPack, CuPy's current stream set to PyTorch's."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str) -> None:
         import cupy
 
         from ..cuda_host import CUDA_STEPS
 
-        super().__init__(autograd_steps.Runner(CUDA_STEPS))
+        super().__init__(_CudaRun(CUDA_STEPS, precision))
         self.cupy = cupy
         self._streams: dict[tuple[int, int], Any] = {}
 
@@ -123,42 +141,45 @@ class CudaBackend(Backend):
             yield
 
 
-_backends: dict[str, Backend] = {}
+_backends: dict[tuple[str, str], Backend] = {}
 
 
-def backend_for(device: torch.device) -> Backend:
-    """The backend for tensors on ``device`` (see the module docstring), built on first use."""
-    b = _backends.get(device.type)
+def backend_for(device: torch.device, precision: str = "highest") -> Backend:
+    """The backend for tensors on ``device`` in ``precision`` (see the module docstring), built on
+    first use."""
+    b = _backends.get((device.type, precision))
     if b is None:
         if device.type == "cpu" and simulator_enabled():  # fixed for the process (set before numba.cuda loads)
             from ..cuda_host import CUDA_STEPS
 
-            b = Backend(autograd_steps.Runner(CUDA_STEPS))
+            b = Backend(autograd_steps.Runner(CUDA_STEPS, precision))
         elif device.type == "cpu":
-            b = CpuBackend()
+            b = CpuBackend(precision)
         else:  # "cuda"; the module has refused other devices before a call gets here
             ok, why = cuda_status()
             if not ok:
                 raise BackendUnavailableError(f"SigmoidMLP on CUDA tensors needs bp_gpu's CUDA backend: {why}")
-            b = CudaBackend()
-        _backends[device.type] = b
+            b = CudaBackend(precision)
+        _backends[(device.type, precision)] = b
     return b
 
 
 class SigmoidMLPFunction(torch.autograd.Function):
-    """``apply(x, W_1, b_1, ..., W_L, b_L) -> a_out``: x (B, N_0) C-contiguous; W_l (N_l, N_{l-1}),
-    b_l (N_l,) C-contiguous, of x's dtype on x's device (``SigmoidMLP.forward`` checks all of it)."""
+    """``apply(precision, x, W_1, b_1, ..., W_L, b_L) -> a_out``: x (B, N_0) C-contiguous; W_l
+    (N_l, N_{l-1}), b_l (N_l,) C-contiguous, of x's dtype on x's device (``SigmoidMLP.forward``
+    checks all of it); ``precision`` one of ``bp_gpu.precision.PRECISIONS``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, precision: str, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         Ws, bs = params[0::2], params[1::2]
         B, dev, dt = x.shape[0], x.device, x.dtype
         Z = [torch.empty((B, W.shape[0]), dtype=dt, device=dev) for W in Ws[:-1]]  # (B, N_l) hidden
         A = torch.empty((B, Ws[-1].shape[0]), dtype=dt, device=dev)  # (B, N_L)
         ctx.save_for_backward(x, *Ws, *Z)
+        ctx.precision = precision
         if B == 0:  # no rows: nothing to compute (and cuBLAS refuses leading dimensions of 0)
             return A
-        back = backend_for(dev)
+        back = backend_for(dev, precision)
         v = back.view
         with back.stream(dev):
             autograd_steps.forward(back.run, v(x), [(v(W), v(b)) for W, b in zip(Ws, bs)], [v(z) for z in Z], v(A))
@@ -170,7 +191,7 @@ class SigmoidMLPFunction(torch.autograd.Function):
         x, *rest = ctx.saved_tensors
         L = len(rest) // 2 + 1
         Ws, Z = rest[:L], rest[L:]
-        needs = ctx.needs_input_grad  # (x, W_1, b_1, ..., W_L, b_L)
+        needs = ctx.needs_input_grad[1:]  # (x, W_1, b_1, ..., W_L, b_L) after the precision
         B, dev, dt = x.shape[0], x.device, x.dtype
         grads = [(torch.empty_like(W), torch.empty(W.shape[0], dtype=dt, device=dev)) for W in Ws]
         dX = torch.empty_like(x) if needs[0] else None
@@ -180,7 +201,7 @@ class SigmoidMLPFunction(torch.autograd.Function):
                 db.zero_()
         else:
             G = [torch.empty_like(z) for z in Z]  # (B, N_l): the hidden layers' deltas
-            back = backend_for(dev)
+            back = backend_for(dev, ctx.precision)
             v = back.view
             D = grad if grad.is_contiguous() else grad.contiguous()  # e.g. expanded from a sum's scalar
             with back.stream(dev):
@@ -189,7 +210,7 @@ class SigmoidMLPFunction(torch.autograd.Function):
                     [(v(dW), v(db)) for dW, db in grads], [v(g) for g in G],
                     None if dX is None else v(dX), weight_grads=needs[1::2],
                 )
-        out: list[torch.Tensor | None] = [dX]
+        out: list[torch.Tensor | None] = [None, dX]  # nothing for the precision
         for (dW, db), need_W, need_b in zip(grads, needs[1::2], needs[2::2]):
             out += [dW if need_W else None, db if need_b else None]
         return tuple(out)

@@ -10,31 +10,20 @@ import torch
 from torch import nn
 
 from ..mlp import _check_layer_sizes, glorot_weights
+from ..precision import check_precision as _check_precision
 from .function import SigmoidMLPFunction
 
 DTYPES = (torch.float32, torch.float64)
-PRECISIONS = ("highest", "tf32", "bf16")
 
 
 def check_precision(precision: Any, dtype: torch.dtype) -> str:
-    """``precision`` if this version runs it with ``dtype``, else a ValueError saying why.
-
-    ``"highest"`` (everything in ``dtype``) is the one there is: ``"tf32"`` and ``"bf16"`` are the
-    engine's mixed-precision GEMMs (float32 master weights, GEMM operands rounded), which this
-    version of bp_gpu does not have yet."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}; got {precision!r}")
-    if precision != "highest":
-        if dtype != torch.float32:
-            raise ValueError(f"precision={precision!r} needs dtype=torch.float32 (float32 master weights); "
-                             f"got dtype={dtype}")
-        raise ValueError(f"precision={precision!r} is not available in this version of bp_gpu (its GEMMs "
-                         "compute in the parameters' dtype); use precision='highest'")
-    return precision
+    """``precision`` as one of ``bp_gpu.precision.PRECISIONS``, checked against the parameters'
+    ``dtype`` (``"tf32"``/``"bf16"`` need float32: float32 master weights); a ValueError says why."""
+    return _check_precision(precision, str(dtype).removeprefix("torch."))
 
 
-def _apply(x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-    return SigmoidMLPFunction.apply(x, *params)
+def _apply(precision: str, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    return SigmoidMLPFunction.apply(precision, x, *params)
 
 
 # torch.compile: Dynamo cannot trace the Numba and CuPy calls inside the Function (left to itself, it
@@ -72,8 +61,10 @@ class SigmoidMLP(nn.Module):
             same weights as ``bp_gpu.MLP(layer_sizes, seed=seed)`` (Glorot-uniform, biases 0).
             ``None``: a seed drawn from PyTorch's default generator, so ``torch.manual_seed`` makes
             the initialisation reproducible as it does for ``nn.Linear``.
-        precision: ``"highest"``: every product in ``dtype``. (``"tf32"`` and ``"bf16"`` are named
-            for bp_gpu's mixed-precision GEMMs, not in this version: a ValueError says so.)
+        precision: ``"highest"``: every product in ``dtype``; ``"tf32"`` / ``"bf16"``: every GEMM's
+            operands rounded to TF32 / bfloat16, products summed in float32 (the tensor cores on a
+            GPU; on the CPU an exact reference), everything else float32: bp_gpu's rounding contract
+            (docs/math.md, ``bp_gpu.MLP(precision=...)``); they need ``dtype=torch.float32``.
 
     Under ``torch.compile`` the module is a graph break: it runs eagerly, the layers around it
     are compiled. ``torch.autograd.gradcheck`` passes in float64 (first derivatives: the backward
@@ -108,9 +99,9 @@ class SigmoidMLP(nn.Module):
         params = [p if p.is_contiguous() else p.contiguous() for p in params]
         n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
         if x.dim() == 2:
-            return _apply_eager(x if x.is_contiguous() else x.contiguous(), params)
+            return _apply_eager(self.precision, x if x.is_contiguous() else x.contiguous(), params)
         lead = x.shape[:-1]
-        return _apply_eager(x.reshape(-1, n_in).contiguous(), params).reshape(*lead, n_out)
+        return _apply_eager(self.precision, x.reshape(-1, n_in).contiguous(), params).reshape(*lead, n_out)
 
     def _check(self, x: Any, params: list[torch.Tensor]) -> None:
         """ValueError naming both sides when x or the parameters cannot be computed with."""

@@ -83,3 +83,24 @@ def test_a_strided_parameter_is_made_contiguous_where_autograd_sees_it():
         F.binary_cross_entropy_with_logits(model(x), t).backward()
     for got, want in zip(m.parameters(), seq.parameters(), strict=True):
         torch.testing.assert_close(got.grad, want.grad, **TOL[torch.float64])
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("sizes", [[5, 7, 1], [4, 9, 3, 2]])
+def test_mixed_precision_on_the_cuda_path_equals_the_engines(sizes, precision):
+    """tf32/bf16 through the CUDA backend's rounding kernels and GEMMs (the simulator's): the gradient
+    of the summed BCE loss equals bp_gpu.MLP's in the same precision with the same weights (to the
+    float32 rounding of the output delta, which PyTorch computes here and the engine's kernel there)."""
+    import numpy as np
+
+    import bp_gpu
+
+    m = SigmoidMLP(sizes, dtype=torch.float32, seed=4, precision=precision)
+    x, t = _data(sizes, 19, torch.float32, seed=5)
+    F.binary_cross_entropy_with_logits(m(x), t, reduction="sum").backward()
+    net = bp_gpu.MLP(sizes, backend="cuda", seed=4, precision=precision)  # the same initial weights
+    _, want = net.loss_and_grad(x.numpy(), t.numpy(), reduction="sum")
+    got = [p.grad.numpy() for p in m.parameters()]
+    for g, w in zip(got, [a for pair in want for a in pair], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
