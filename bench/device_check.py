@@ -892,6 +892,21 @@ def mixed_precision() -> None:
                              f"{bad or 'none run'}")
 
 
+# -- 13. inside PyTorch (issue 19; bench/torch_module.py) ----------------------------------------------
+def inside_pytorch() -> None:
+    """bp_gpu.torch.SigmoidMLP on CUDA tensors: its gradients against nn.Sequential's on PyTorch's
+    current stream and a side stream, no host sync behind a sleeping kernel, no CuPy pool growth per
+    step, and its steps against nn.Sequential and train_step on W1-W3
+    (``bp_gpu.bench.torch_module.device_part``, given the part's time but 10 s)."""
+    from bp_gpu.bench.torch_module import device_part, format_device_part
+
+    r = RESULTS["inside_pytorch"] = device_part(max(1.0, time_left() - 10.0))
+    log(format_device_part(r))
+    if not r.get("ok"):
+        raise AssertionError(r.get("error") or f"correct {r.get('correct')}, hygiene {r.get('hygiene_ok')}, "
+                                               f"skipped {r.get('skipped')}")
+
+
 # In the order of what we most need to learn. "launch path" is the first to compile: it compiles
 # every kernel (18 kernel x dtype pairs took 56-63 s per cc on the 2 shared cores of our CPU-only
 # machine, for PTX and SASS; a lent machine's idle cores should take a fraction of that), which
@@ -912,7 +927,8 @@ PARTS = [
 # The second command of a lease (``--parts second``), after the default run's seven minutes: what
 # the newer features need measured. Its parts run in the default run too when time is left.
 SECOND_PARTS = [
-    Part("mixed precision", 200, mixed_precision),
+    Part("mixed precision", 180, mixed_precision),
+    Part("inside PyTorch", 90, inside_pytorch),
 ]
 
 

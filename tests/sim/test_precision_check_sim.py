@@ -30,9 +30,9 @@ def test_device_part_runs_every_step_and_reports_each_precision():
 
 
 @pytest.mark.sim
-def test_the_device_checks_mixed_precision_part_runs_in_its_runner(tmp_path, monkeypatch):
-    """bench/device_check.py's "mixed precision" part (the second command of a lease) through the
-    runner the lent GPU runs, at tiny sizes: it records device_part's result and passes its check."""
+def test_the_device_checks_second_command_runs_in_its_runner(tmp_path, monkeypatch):
+    """bench/device_check.py's second command of a lease through the runner the lent GPU runs, at
+    tiny sizes: "mixed precision" records device_part's result and passes its check."""
     from bp_gpu.bench import device_check as dc
     from bp_gpu.bench.workloads import Workload
 
@@ -40,6 +40,9 @@ def test_the_device_checks_mixed_precision_part_runs_in_its_runner(tmp_path, mon
     monkeypatch.setattr(dc, "RESULTS", {"parts": {}})
     monkeypatch.setattr(dc, "PRECISION_WORKLOADS", (Workload("tiny", (5, 8, 1), 16, 16, "simulator size"),))
     monkeypatch.setattr(dc, "PRECISION_CHECK", {"check_sizes": (5, 8, 1), "check_rows": 16})
-    dc.run_parts(dc.SECOND_PARTS[:1], dc.SECOND_BUDGET_S, device=True, hard_kill=False)
+    dc.run_parts(dc.SECOND_PARTS, dc.SECOND_BUDGET_S, device=True, hard_kill=False)
     assert dc.RESULTS["parts"]["mixed precision"]["ok"], dc.RESULTS["parts"]
     assert set(dc.RESULTS["mixed_precision"]["correct"]) == {"tf32", "bf16"}
+    # bp_gpu.torch's part needs PyTorch with CUDA: here it runs to the check that says so, and fails.
+    inside = dc.RESULTS["parts"]["inside PyTorch"]
+    assert not inside["ok"] and "PyTorch here has no CUDA" in inside["error"], inside
