@@ -84,6 +84,7 @@ TRAINING_WORKLOADS = ("W1", "W2", "W3")  # of bp_gpu.bench.workloads, for whole 
 PARITY_PROBLEMS = [([30, 200, 1], 5000, "float64"), ([64, 257, 129, 3], 20001, "float64"),
                    ([256, 1024, 1024, 1], 4096, "float32")]
 COPY_MIB = 512  # the copy-bandwidth buffers
+LAUNCH_SHAPE = (1024, 64)  # the launch path's forward batch
 LR = 0.1
 DEFAULT_BUDGET_S = 420.0
 # The second command of a lease (SECOND_PARTS): a lease is 15 minutes, its start included (1-2 min),
@@ -270,8 +271,8 @@ def versions() -> dict[str, str]:
 
 
 # -- 2. launch path ---------------------------------------------------------------------------------
-def launch_report() -> dict[str, Any]:
-    """How prepared launches go in this process: bias_sigmoid_forward on a (1024, 64) batch (its
+def launch_report(shape: tuple[int, int] = (1024, 64)) -> dict[str, Any]:
+    """How prepared launches go in this process: bias_sigmoid_forward on a ``shape`` batch (its
     path, and whether its kernel came from Numba's disk cache: a kernel rebuilt from it has no
     ``py_func``), sigmoid_delta_backward on a batch of no rows (its path, and its column sums,
     which must be zeros), and the fallback causes so far. Also run in a fresh process."""
@@ -282,7 +283,7 @@ def launch_report() -> dict[str, Any]:
     from bp_gpu.cuda_host import array_module
 
     xp = array_module()
-    A, b = xp.zeros((1024, 64), np.float32), xp.zeros(64, np.float32)
+    A, b = xp.zeros(shape, np.float32), xp.zeros(shape[1], np.float32)
     launch = forward.prepare_bias_sigmoid_forward(A, b)
     launch()
     kernel = _launch.compiled(forward.bias_sigmoid_forward_kernel, (_launch.arg(A, "A"), _launch.arg(b, "b")))
@@ -298,7 +299,8 @@ def _fresh_process_launch_report() -> dict[str, Any]:
     """``launch_report`` in a new process: its kernels come from the disk cache this one filled."""
     # -P: no checkout directory on sys.path, so bp_gpu is the installed one (with bp_gpu.kernels),
     # not the bare bp_gpu/ folder of the checkout (device_check.sh may install it as a symlink tree).
-    code = "import json; from bp_gpu.bench.device_check import launch_report; print(json.dumps(launch_report()))"
+    code = ("import json; from bp_gpu.bench.device_check import launch_report; "
+            f"print(json.dumps(launch_report({LAUNCH_SHAPE!r})))")
     py = [sys.executable] + (["-P"] if sys.version_info >= (3, 11) else [])
     proc = subprocess.run(py + ["-c", code], cwd=ROOT, capture_output=True, text=True, timeout=subprocess_timeout())
     if proc.returncode != 0:
@@ -352,7 +354,7 @@ def launch_path() -> dict[str, Any]:
     from bp_gpu.kernels import _launch, _occupancy
     from numba import cuda
 
-    out = RESULTS["launch_path"] = {"this process": launch_report()}
+    out = RESULTS["launch_path"] = {"this process": launch_report(LAUNCH_SHAPE)}
     out["fresh process"] = _fresh_process_launch_report()
     for where in ("this process", "fresh process"):
         r = out[where]

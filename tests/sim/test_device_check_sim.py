@@ -140,6 +140,8 @@ def fake_cupy(monkeypatch, tmp_path):
     monkeypatch.setattr(dc, "DP_ARCHS", ("W1",))
     monkeypatch.setattr(dc, "PARITY_PROBLEMS", [([5, 7, 1], 9, "float64"), ([4, 6, 5, 2], 11, "float32")])
     monkeypatch.setattr(dc, "COPY_MIB", 1)
+    # The simulator runs a Python thread per CUDA thread: the default batch is 65,536 of them.
+    monkeypatch.setattr(dc, "LAUNCH_SHAPE", (6, 5))
     monkeypatch.setattr(dc, "OPTIMIZERS", ("sgd", "lamb"))  # the two update kernels
     monkeypatch.setattr(dc, "COMPILED_STEPS", 2)
     monkeypatch.setattr(dc, "CAPTURE_ROUNDS", 1)
