@@ -619,6 +619,7 @@ class ShardedSource:
         """One global epoch; returns the mean loss over every row of every rank."""
         engine, mine = net._engine, len(self.local_sizes)
         engine.loss_buf[1:2] = 0
+        staged = getattr(self.local, "staged", False)  # see bp_gpu.train.ResidentBatches
         batches = iter(self.local.epoch(rng))
         try:
             for k in range(self.steps_per_epoch):
@@ -627,7 +628,7 @@ class ShardedSource:
                     if Xb.shape[0] != self.local_sizes[k]:
                         raise RuntimeError(f"the local batch source gave {Xb.shape[0]} rows at step {k}; "
                                            f"{self.local_sizes[k]} were planned")
-                    net._step(Xb, Tb, optimizer, self.scales[k], reduce_grads=self.reduce)
+                    net._step(Xb, Tb, optimizer, self.scales[k], reduce_grads=self.reduce, staged=staged)
                 else:  # this shard is used up: a batch of no rows, still in the all-reduce
                     engine.zero_grads()
                     self.reduce()

@@ -111,6 +111,7 @@ class Engine:
         self._plans: dict[tuple, list[Op]] = {}
         self._forward_plans: dict[tuple, list[Op]] = {}
         self._loss_plans: dict[tuple, list[Op]] = {}
+        self._stage_plans: dict[tuple, Op] = {}
 
     def _views(self, flat: Any) -> list[tuple[Any, Any]]:
         views, w_off, b_off = [], 0, self.n_weights
@@ -159,6 +160,18 @@ class Engine:
         self._prepare(B)
         return self._rX[:B]
 
+    def stage_rows(self, X: Any, idx: Any) -> Any:
+        """Gather rows ``idx`` (B,) int64 of X (n, N_0) rounded into ``batch_copy(B)``, in one pass
+        (with copies only: the GEMMs read nothing else of the batch), and return that copy, for a
+        plan with ``staged=True``. Its call is prepared once per batch size, stream and X."""
+        B = int(idx.shape[0])
+        self._prepare(B)
+        # The call holds X, so no other array takes its id while it is cached.
+        key = (B, self.stream_key(), id(X))
+        stage = _cached(self._stage_plans, key, lambda: self.bind("take_rows_round", X, X_SLOT, self._rX[:B], self.fmt))
+        stage(idx, None)
+        return self._rX[:B]
+
     def _gemm(self, a: Any, b: Any, out: Any) -> Op:
         """out <- a @ b: the operands as given (``"highest"``, or rounded copies), or rounded by the
         GEMM itself where the backend keeps no copies."""
@@ -205,7 +218,7 @@ class Engine:
             self._rZ = [xp.zeros((n, ld(N)), dtype=cd) for N in self.layer_sizes[1:-1]]
             self._rdelta = [xp.zeros(n * ld(widest), dtype=cd) for _ in range(2)]
         self.capacity = n
-        for plans in (self._plans, self._forward_plans, self._loss_plans):
+        for plans in (self._plans, self._forward_plans, self._loss_plans, self._stage_plans):
             plans.clear()  # they point into the old buffers
 
     # -- plans --------------------------------------------------------------------------------------

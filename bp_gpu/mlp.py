@@ -217,13 +217,15 @@ class MLP:
                 f"bp_gpu.optim.Adam(net, learning_rate=1e-3)"
             )
 
-    def _step(self, X: Any, T: Any, optimizer: Any, scale: float, reduce_grads: Any = None) -> None:
+    def _step(self, X: Any, T: Any, optimizer: Any, scale: float, reduce_grads: Any = None,
+              staged: bool = False) -> None:
         """One training step on checked inputs: forward, backward, (``reduce_grads()``: e.g. the
-        all-reduce of data-parallel training), optimizer update. Nothing waits on the device."""
+        all-reduce of data-parallel training), optimizer update. Nothing waits on the device.
+        ``staged``: X is the engine's rounded batch copy, filled by ``Engine.stage_rows``."""
         e = self._engine
         B = X.shape[0]
         e._prepare(B)
-        run(e.grad_plan(B, scale, self.positive_class), X, T)
+        run(e.grad_plan(B, scale, self.positive_class, staged=staged), X, T)
         if reduce_grads is not None:
             reduce_grads()
         optimizer.step()

@@ -231,6 +231,30 @@ def test_a_staged_batch_is_the_batch_rounded_by_the_plan(rng):
     np.testing.assert_array_equal(_flat(want), _flat(net.gradients()))
 
 
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_an_epoch_of_arrays_gathers_and_rounds_each_batch_in_one_pass(precision, rng, monkeypatch):
+    # The resident batch source gathers the rows of X straight into the rounded batch copy (no
+    # float32 batch, no rounding call in the plan) and trains as train_step on the same batches.
+    from bp_gpu.train import ArraySource, run_epoch
+
+    sizes = [13, 9, 3, 2]
+    X, t = _problem(rng, sizes, 50)
+    a, b = (MLP(sizes, precision=precision, backend="cpu", seed=4) for _ in range(2))
+    oa, ob = optim.Adam(a, 0.01), optim.Adam(b, 0.01)
+    source = ArraySource(b._engine, X, t, 16, "device")
+    assert source.staged and source.batches.Xb is None
+    calls = []
+    bind = b._engine.bind
+    monkeypatch.setattr(b._engine, "bind", lambda name, *args: calls.append(name) or bind(name, *args))
+    order = rng.permutation(50)
+    loss = run_epoch(b, ob, source, np.random.default_rng(0), order=order)
+    assert calls.count("take_rows_round") == 2 and "round_rows" not in calls  # two batch sizes: 16, 2
+    batches = [order[k : k + 16] for k in range(0, 50, 16)]
+    losses = [float(a.train_step(X[i], t[i], oa)) * len(i) for i in batches]
+    np.testing.assert_array_equal(a._engine.params, b._engine.params)
+    assert loss == pytest.approx(sum(losses) / 50, rel=1e-12)
+
+
 def test_compiled_step_replays_train_step_bit_for_bit_in_bf16(rng):
     X, t = _problem(rng, [7, 5, 1], 24)
     a = MLP([7, 5, 1], precision="bf16", backend="cpu", seed=6)

@@ -65,3 +65,26 @@ def test_a_compiled_step_and_a_staged_batch_replay_train_step_bit_for_bit(rng):
     e.bind("take_rows_round", X, idx, e.batch_copy(5), e.fmt)(None, None)
     run(e.grad_plan(5, 1 / 5, 1, staged=True), None, t[idx])
     np.testing.assert_array_equal(_flat(a.gradients()), _flat(want))
+
+
+@pytest.mark.sim
+def test_an_epoch_of_arrays_on_the_device_gathers_each_batch_into_its_bf16_copy(rng, monkeypatch):
+    # The resident source's take_rows_round launch writes the bf16 batch the GEMMs read (no float32
+    # batch, no round_rows launch) and trains as train_step on the same batches, bit for bit.
+    from bp_gpu.train import ArraySource, run_epoch
+
+    sizes = [7, 5, 1]
+    X, t = _data(rng, 11, sizes)
+    a, b = (MLP(sizes, precision="bf16", backend="cuda", seed=4) for _ in range(2))
+    oa, ob = optim.SGD(a, 0.5, momentum=0.9), optim.SGD(b, 0.5, momentum=0.9)
+    source = ArraySource(b._engine, X, t, 8, "device")
+    calls = []
+    bind = b._engine.bind
+    monkeypatch.setattr(b._engine, "bind", lambda name, *args: calls.append(name) or bind(name, *args))
+    order = rng.permutation(11)
+    run_epoch(b, ob, source, np.random.default_rng(0), order=order)
+    assert source.staged and calls.count("take_rows_round") == 2 and "round_rows" not in calls
+    for i in (order[:8], order[8:]):
+        a.train_step(X[i], t[i], oa)
+    np.testing.assert_array_equal(a._engine.params, b._engine.params)
+    _copies_hold_the_weights(b)
