@@ -57,6 +57,17 @@ def table(tmp_path_factory):
     return d, X, y
 
 
+def test_a_finished_command_ends_with_its_status_without_the_interpreters_teardown():
+    # Native teardown at exit (pyarrow's CPU thread pool: apache/arrow#34314) once turned a finished
+    # `bp-gpu train` into SIGABRT. The command's process ends after its output is flushed: nothing
+    # registered to run at exit runs, and stdout is complete.
+    code = ("import atexit, sys; atexit.register(print, 'teardown ran'); sys.argv = ['bp-gpu', 'info']; "
+            "import bp_gpu.cli; bp_gpu.cli.run()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("bp_gpu ") and "backends available:" in r.stdout and "teardown ran" not in r.stdout
+
+
 def test_help_everywhere():
     for cmd in ("demo", "train", "predict"):
         r = _ok(cli(cmd, "--help"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 from .. import __version__
 
@@ -58,6 +60,28 @@ def main(argv: list[str] | None = None) -> int:
         # ImportError: an extra that is not installed; bp_gpu's messages say which to install.
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def run() -> NoReturn:
+    """The ``bp-gpu`` executable and ``python -m bp_gpu.cli``: ``main()``, then the process ends
+    with its status as soon as its output is flushed, without the interpreter's teardown.
+
+    A finished command must not fail at exit: pyarrow's CPU thread pool (CSV, Parquet) is shut down
+    by a static destructor that can race its own workers and abort the process ("terminate called
+    without an active exception", SIGABRT: apache/arrow#34314, open), which we saw about once in 40
+    runs of ``bp-gpu train file.csv`` on a loaded machine, after the model was saved. Everything the
+    command writes is written and closed before ``main`` returns (files atomically, reader threads
+    joined); MPI, where the command started it, is finalized as mpi4py's exit handler would."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``) or a closed stream: nothing to keep
+            pass
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    os._exit(code)
 
 
 def os_error_message(exc: OSError) -> str:

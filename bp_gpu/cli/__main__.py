@@ -1,7 +1,5 @@
 """``python -m bp_gpu.cli`` is ``bp-gpu``."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()
