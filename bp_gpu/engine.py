@@ -111,7 +111,7 @@ class Engine:
         self._plans: dict[tuple, list[Op]] = {}
         self._forward_plans: dict[tuple, list[Op]] = {}
         self._loss_plans: dict[tuple, list[Op]] = {}
-        self._stage_plans: dict[tuple, Op] = {}
+        self._stage_plans: dict[tuple, tuple[Op, Any]] = {}
 
     def _views(self, flat: Any) -> list[tuple[Any, Any]]:
         views, w_off, b_off = [], 0, self.n_weights
@@ -166,11 +166,15 @@ class Engine:
         plan with ``staged=True``. Its call is prepared once per batch size, stream and X."""
         B = int(idx.shape[0])
         self._prepare(B)
+
+        def build() -> tuple[Op, Any]:
+            R = self._rX[:B]
+            return self.bind("take_rows_round", X, X_SLOT, R, self.fmt), R
+
         # The call holds X, so no other array takes its id while it is cached.
-        key = (B, self.stream_key(), id(X))
-        stage = _cached(self._stage_plans, key, lambda: self.bind("take_rows_round", X, X_SLOT, self._rX[:B], self.fmt))
+        stage, R = _cached(self._stage_plans, (B, self.stream_key(), id(X)), build)
         stage(idx, None)
-        return self._rX[:B]
+        return R
 
     def _gemm(self, a: Any, b: Any, out: Any) -> Op:
         """out <- a @ b: the operands as given (``"highest"``, or rounded copies), or rounded by the

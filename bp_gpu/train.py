@@ -191,11 +191,13 @@ class ResidentBatches:
         views = self.views.get(B)
         if views is None:
             views = self.views[B] = (None if self.staged else self.Xb[:B], self.Tb[:B])
-        Xb = self.stage(self.X, idx) if self.staged else views[0]
-        if not self.staged:
+        Xb, Tb = views
+        if self.staged:
+            Xb = self.stage(self.X, idx)
+        else:
             self.take(self.X, idx, Xb)
-        self.take(self.T, idx, views[1])
-        return Xb, views[1]
+        self.take(self.T, idx, Tb)
+        return Xb, Tb
 
 
 class DeviceStaging:
