@@ -68,6 +68,15 @@ def test_a_finished_command_ends_with_its_status_without_the_interpreters_teardo
     assert r.stdout.startswith("bp_gpu ") and "backends available:" in r.stdout and "teardown ran" not in r.stdout
 
 
+def test_a_closed_pipe_on_stdout_ends_the_command_quietly():
+    # `bp-gpu info | head -1`: the reader goes away; no "error: Broken pipe", the shell's status.
+    proc = subprocess.Popen([sys.executable, "-m", "bp_gpu.cli", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has written anything
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == "", (proc.returncode, err)
+
+
 def test_help_everywhere():
     for cmd in ("demo", "train", "predict"):
         r = _ok(cli(cmd, "--help"))

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bp-gpu {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # whatever read stdout has gone (``| head``): nothing to report
+        return 141  # 128 + SIGPIPE, the status a shell gives a command that a pipe ended
     except OSError as exc:
         print(f"bp-gpu {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
         return 1
